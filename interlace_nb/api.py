@@ -1,0 +1,51 @@
+"""The entry points users call: lmm (alias lmer) and the seed-style fit."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .data import as_lazy, missing_column_error
+from .models import LinearMixedModel
+
+
+def lmm(
+    formula: str,
+    data: object,
+    *,
+    reml: bool = True,
+    weights: object = None,
+    offset: object = None,
+    na_action: str = "omit",
+    start: object = None,
+    check_convergence: bool = True,
+) -> LinearMixedModel:
+    """Fit a linear mixed model written in lme4's syntax; returns the fitted model.
+
+    ``data`` is a Polars DataFrame or LazyFrame (pandas is converted).
+    ``weights`` and ``offset`` are column names or arrays with one value per
+    row. ``na_action="omit"`` drops incomplete rows (lme4's default);
+    ``"fail"`` raises instead.
+    """
+    model = LinearMixedModel(
+        formula, data, reml=reml, weights=weights, offset=offset, na_action=na_action
+    )
+    return model.fit(start=start, check_convergence=check_convergence)
+
+
+lmer = lmm
+
+
+def fit(
+    formula: str, data: object, *, groups: Sequence[str] | str, **kwargs: object
+) -> LinearMixedModel:
+    """Random intercepts for each factor in ``groups``: ``fit("rt ~ cond", df, groups=["s", "i"])``."""
+    if isinstance(groups, str):
+        groups = [groups]
+    if not groups:
+        raise ValueError("groups must name at least one grouping column")
+    schema = as_lazy(data).collect_schema()
+    for name in groups:
+        if name not in schema:
+            raise missing_column_error(name, schema.names(), "grouping factor")
+    bars = " + ".join(f"(1 | {name})" for name in groups)
+    return lmm(f"{formula} + {bars}", data, **kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""Free functions where the predictor meets the response: deviance, optimiser."""

@@ -1,0 +1,83 @@
+"""The profiled REML criterion and ML deviance of a linear mixed model.
+
+Definitions follow lme4 (and MixedModels.jl) so values compare number for
+number: with L L' = P (Lambda'Z'WZ Lambda + I) P' and R_X'R_X the Schur
+complement of X'WX,
+
+    ML:   log|L|^2 - sum(log w) + n (1 + log(2 pi pwrss / n))
+    REML: log|L|^2 - sum(log w) + log|R_X|^2 + (n - p)(1 + log(2 pi pwrss / (n - p)))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.linalg import cholesky, solve_triangular
+
+from ..predictor import Predictor
+
+LOG_2PI = float(np.log(2.0 * np.pi))
+
+
+@dataclass(frozen=True)
+class LmmSolution:
+    """Everything the criterion at one theta determines."""
+
+    objective: float
+    beta: np.ndarray
+    u: np.ndarray
+    pwrss: float
+    ld_l2: float
+    ld_rx2: float
+    rx: np.ndarray
+
+    def sigma2(self, n: int, p: int, reml: bool) -> float:
+        """The profiled residual variance at this theta."""
+        return self.pwrss / (n - p if reml else n)
+
+
+def solve_at(predictor: Predictor, theta: np.ndarray, reml: bool) -> LmmSolution:
+    """Factor at ``theta`` and return the profiled criterion and its pieces."""
+    predictor.update(theta)
+    gram = predictor.gram
+    p = gram.xtx.shape[0]
+    n = gram.n
+    rhs = predictor.scaled_rhs
+    solved = predictor.cholesky.solve(rhs)
+    cross = rhs.T @ solved
+    schur = gram.xtx - cross[:p, :p]
+    ld_l2 = predictor.cholesky.logdet()
+    if p:
+        try:
+            rx = cholesky(schur, lower=False)
+        except np.linalg.LinAlgError:
+            return _failed(p, predictor.layout.q)
+        c_beta = solve_triangular(rx, gram.xty - cross[:p, p], trans="T")
+        beta = solve_triangular(rx, c_beta)
+        ld_rx2 = 2.0 * float(np.log(np.diag(rx)).sum())
+        pwrss = gram.yty - cross[p, p] - float(c_beta @ c_beta)
+        u = solved[:, p] - solved[:, :p] @ beta
+    else:
+        rx = np.zeros((0, 0))
+        beta = np.zeros(0)
+        ld_rx2 = 0.0
+        pwrss = gram.yty - cross[0, 0]
+        u = solved[:, 0].copy()
+    if not pwrss > 0.0:
+        return _failed(p, predictor.layout.q)
+    dof = n - p if reml else n
+    objective = ld_l2 - gram.sum_log_weights + dof * (1.0 + LOG_2PI + np.log(pwrss / dof))
+    if reml:
+        objective += ld_rx2
+    return LmmSolution(float(objective), beta, u, float(pwrss), ld_l2, ld_rx2, rx)
+
+
+def _failed(p: int, q: int) -> LmmSolution:
+    return LmmSolution(np.inf, np.full(p, np.nan), np.full(q, np.nan), np.nan, np.nan, np.nan,
+                       np.full((p, p), np.nan))
+
+
+def objective_at(predictor: Predictor, theta: np.ndarray, reml: bool) -> float:
+    """The criterion alone, as the optimiser sees it."""
+    return solve_at(predictor, theta, reml).objective

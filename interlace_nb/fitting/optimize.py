@@ -1,0 +1,139 @@
+"""Bounded derivative-free minimisation (BOBYQA, as lme4's default) and lme4's checks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import nlopt
+import numpy as np
+
+#: lme4's nloptwrap defaults.
+XTOL_ABS = 1e-8
+FTOL_ABS = 1e-8
+MAX_EVALS = 100_000
+
+
+@dataclass
+class OptimResult:
+    """Where the optimiser stopped and how."""
+
+    x: np.ndarray
+    fun: float
+    n_evals: int
+    status: str
+    messages: list[str] = field(default_factory=list)
+
+
+def minimize_bobyqa(
+    fun: Callable[[np.ndarray], float],
+    x0: np.ndarray,
+    lower: np.ndarray,
+    *,
+    xtol_abs: float = XTOL_ABS,
+    ftol_abs: float = FTOL_ABS,
+    max_evals: int = MAX_EVALS,
+) -> OptimResult:
+    """Minimise ``fun`` from ``x0`` subject to ``x >= lower`` with NLopt's BOBYQA."""
+    n = len(x0)
+    evals = [0]
+    best = [np.inf, np.array(x0, dtype=float)]
+
+    def wrapped(x: np.ndarray, grad: np.ndarray) -> float:
+        evals[0] += 1
+        value = fun(np.array(x))
+        if not np.isfinite(value):
+            value = np.finfo(float).max
+        if value < best[0]:
+            best[0], best[1] = value, np.array(x)
+        return float(value)
+
+    opt = nlopt.opt(nlopt.LN_BOBYQA, n)
+    opt.set_lower_bounds(np.asarray(lower, dtype=float))
+    opt.set_upper_bounds(np.full(n, np.inf))
+    opt.set_min_objective(wrapped)
+    opt.set_xtol_abs(xtol_abs)
+    opt.set_ftol_abs(ftol_abs)
+    opt.set_maxeval(max_evals)
+    messages = []
+    try:
+        x = opt.optimize(np.asarray(x0, dtype=float))
+        fun_value = opt.last_optimum_value()
+        code = opt.last_optimize_result()
+    except nlopt.RoundoffLimited:
+        x, fun_value, code = best[1], best[0], nlopt.ROUNDOFF_LIMITED
+        messages.append("optimiser stopped on round-off; best point returned")
+    if fun_value > best[0]:
+        x, fun_value = best[1], best[0]
+    status = {
+        nlopt.SUCCESS: "success",
+        nlopt.STOPVAL_REACHED: "stopval",
+        nlopt.FTOL_REACHED: "ftol",
+        nlopt.XTOL_REACHED: "xtol",
+        nlopt.MAXEVAL_REACHED: "maxeval",
+        nlopt.MAXTIME_REACHED: "maxtime",
+        nlopt.ROUNDOFF_LIMITED: "roundoff",
+    }.get(code, str(code))
+    if status == "maxeval":
+        messages.append(f"optimiser reached the evaluation limit ({max_evals})")
+    return OptimResult(np.asarray(x, dtype=float), float(fun_value), evals[0], status, messages)
+
+
+def finite_difference_derivatives(
+    fun: Callable[[np.ndarray], float], x: np.ndarray, lower: np.ndarray, delta: float = 1e-4
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gradient and Hessian by central differences (lme4's deriv12), one-sided at bounds."""
+    n = len(x)
+    f0 = fun(x)
+    grad = np.zeros(n)
+    hess = np.zeros((n, n))
+    steps = np.eye(n) * delta
+
+    def value(point: np.ndarray) -> float:
+        return fun(np.maximum(point, lower))
+
+    plus = [value(x + steps[i]) for i in range(n)]
+    minus = [value(x - steps[i]) for i in range(n)]
+    for i in range(n):
+        grad[i] = (plus[i] - minus[i]) / (2 * delta)
+        hess[i, i] = (plus[i] - 2 * f0 + minus[i]) / delta**2
+        for j in range(i):
+            fpp = value(x + steps[i] + steps[j])
+            fmm = value(x - steps[i] - steps[j])
+            fpm = value(x + steps[i] - steps[j])
+            fmp = value(x - steps[i] + steps[j])
+            hess[i, j] = hess[j, i] = (fpp - fpm - fmp + fmm) / (4 * delta**2)
+    return grad, hess
+
+
+def convergence_messages(
+    grad: np.ndarray, hess: np.ndarray, free: np.ndarray, grad_tol: float = 2e-3,
+    hess_tol: float = 1e-6,
+) -> list[str]:
+    """lme4's checkConv on the parameters that are not on their bounds."""
+    messages: list[str] = []
+    if not free.any():
+        return messages
+    g = grad[free]
+    h = hess[np.ix_(free, free)]
+    try:
+        upper = np.linalg.cholesky(h).T  # R's chol(): H = R'R
+        scaled = np.linalg.solve(upper, g)
+        scaled_grad = np.minimum(np.abs(scaled), np.abs(g))
+        worst = int(np.argmax(scaled_grad))
+        if scaled_grad[worst] > grad_tol:
+            messages.append(
+                f"Model failed to converge with max|grad| = {scaled_grad[worst]:.6g} "
+                f"(tol = {grad_tol}, component {worst + 1})"
+            )
+    except np.linalg.LinAlgError:
+        pass
+    eigen = np.linalg.eigvalsh(h)
+    if (eigen < -hess_tol).any():
+        messages.append(
+            "Model failed to converge: degenerate Hessian with "
+            f"{int((eigen < -hess_tol).sum())} negative eigenvalues"
+        )
+    elif eigen.max() <= 0 or eigen.min() / eigen.max() < hess_tol:
+        messages.append("Model is nearly unidentifiable: very large eigenvalue ratio")
+    return messages

@@ -1,0 +1,5 @@
+"""Model classes: state plus fit()."""
+
+from .lmm import ConvergenceWarning, LinearMixedModel, SingularFitWarning
+
+__all__ = ["ConvergenceWarning", "LinearMixedModel", "SingularFitWarning"]

@@ -1,0 +1,342 @@
+"""LinearMixedModel: state plus ``fit()``; results are read off the fitted state."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+import polars as pl
+
+from ..design import Design, build_design
+from ..fitting.lmm import LmmSolution, solve_at
+from ..fitting.optimize import (
+    convergence_messages,
+    finite_difference_derivatives,
+    minimize_bobyqa,
+)
+from ..kernels import effects, selinv
+from ..predictor import Predictor, build_gram, build_layout
+from .. import results
+
+#: lme4's isSingular tolerance on theta entries with a lower bound of zero.
+SINGULAR_TOLERANCE = 1e-4
+
+
+class ConvergenceWarning(UserWarning):
+    """The optimiser stopped, but lme4's checks doubt the optimum."""
+
+
+class SingularFitWarning(UserWarning):
+    """A variance is estimated as zero or a correlation as +-1 (boundary fit)."""
+
+
+class LinearMixedModel:
+    """A linear mixed model in lme4's formulation (profiled REML or ML).
+
+    Build it with :func:`interlace_nb.lmm`; the constructor reads the data and
+    builds the theta-free Gram blocks, ``fit()`` optimises the profiled
+    criterion over theta.
+    """
+
+    def __init__(
+        self,
+        formula: str,
+        data: object,
+        *,
+        reml: bool = True,
+        weights: object = None,
+        offset: object = None,
+        na_action: str = "omit",
+    ):
+        started = time.perf_counter()
+        self.formula = formula
+        self.reml = bool(reml)
+        self.design: Design = build_design(
+            formula, data, weights=weights, offset=offset, na_action=na_action
+        )
+        d = self.design
+        self.terms = list(d.terms)
+        self.layout = build_layout(self.terms)
+        y_eff = d.y - d.offset
+        gram_system = build_gram(self.terms, self.layout, d.x, y_eff, d.weights)
+        self.predictor = Predictor(self.terms, self.layout, gram_system)
+        self.setup_seconds = time.perf_counter() - started
+        self.theta_lower = np.concatenate([t.theta_lower() for t in self.terms])
+        self._solution: LmmSolution | None = None
+        self.optimizer_status = ""
+        self.n_evals = 0
+        self.fit_seconds = float("nan")
+        self.convergence_messages: list[str] = []
+        if d.dropped_x_names:
+            warnings.warn(
+                "fixed-effect model matrix is rank deficient so dropping "
+                f"{len(d.dropped_x_names)} column(s): {', '.join(d.dropped_x_names)}",
+                stacklevel=3,
+            )
+        if d.model_frame.n_dropped:
+            self.na_message = (
+                f"{d.model_frame.n_dropped} of {d.model_frame.n_input_rows} rows dropped "
+                "for missing values"
+            )
+        else:
+            self.na_message = ""
+
+    # ----------------------------------------------------------------- fitting
+    def objective(self, theta: np.ndarray) -> float:
+        """The profiled REML criterion (or ML deviance) at ``theta``, as lme4's devfun."""
+        return solve_at(self.predictor, np.asarray(theta, dtype=float), self.reml).objective
+
+    def fit(
+        self, *, start: np.ndarray | None = None, check_convergence: bool = True
+    ) -> LinearMixedModel:
+        """Minimise the profiled criterion over theta with BOBYQA; returns self."""
+        started = time.perf_counter()
+        theta0 = (
+            np.concatenate([t.theta_start() for t in self.terms])
+            if start is None
+            else np.asarray(start, dtype=float)
+        )
+        if theta0.shape != self.theta_lower.shape:
+            raise ValueError(f"start must have {len(self.theta_lower)} values (one per theta)")
+        result = minimize_bobyqa(self.objective, theta0, self.theta_lower)
+        theta = np.maximum(result.x, self.theta_lower)
+        messages = list(result.messages)
+        self.n_evals = result.n_evals
+        self.optimizer_status = result.status
+        if check_convergence:
+            free = ~((self.theta_lower == 0.0) & (theta < SINGULAR_TOLERANCE))
+            grad, hess = finite_difference_derivatives(self.objective, theta, self.theta_lower)
+            messages += convergence_messages(grad, hess, free)
+        self._solution = solve_at(self.predictor, theta, self.reml)
+        if not np.isfinite(self._solution.objective):
+            raise FloatingPointError(
+                "the criterion is not finite at the optimum; check the data for a response "
+                "with no variation or perfectly collinear random effects"
+            )
+        self.convergence_messages = messages
+        self.fit_seconds = time.perf_counter() - started
+        for message in messages:
+            warnings.warn(message, ConvergenceWarning, stacklevel=2)
+        if self.singular:
+            warnings.warn(
+                "boundary (singular) fit: a variance is estimated as zero or a correlation as "
+                "+-1; see fit_stats()['singular'] and varcorr()",
+                SingularFitWarning,
+                stacklevel=2,
+            )
+        self.__dict__.pop("_conditional_variances", None)
+        return self
+
+    @property
+    def solution(self) -> LmmSolution:
+        if self._solution is None:
+            raise RuntimeError("the model is not fitted yet; call fit()")
+        return self._solution
+
+    # -------------------------------------------------------------- estimates
+    @property
+    def nobs(self) -> int:
+        return len(self.design.y)
+
+    @property
+    def theta(self) -> np.ndarray:
+        """Relative covariance factor entries (lme4's getME(m, 'theta'))."""
+        return self.predictor.theta.copy() if self._solution is not None else None
+
+    @property
+    def converged(self) -> bool:
+        return self._solution is not None and not self.convergence_messages
+
+    @property
+    def singular(self) -> bool:
+        """lme4's isSingular: a diagonal theta entry within 1e-4 of zero."""
+        bounded = self.theta_lower == 0.0
+        return bool((self.predictor.theta[bounded] < SINGULAR_TOLERANCE).any())
+
+    @property
+    def n_fixed(self) -> int:
+        return self.design.x.shape[1]
+
+    @property
+    def scale(self) -> float:
+        """Residual variance sigma^2 (statsmodels' ``scale``)."""
+        return self.solution.sigma2(self.nobs, self.n_fixed, self.reml)
+
+    @property
+    def sigma(self) -> float:
+        """Residual standard deviation."""
+        return float(np.sqrt(self.scale))
+
+    @property
+    def beta(self) -> np.ndarray:
+        return self.solution.beta.copy()
+
+    def vcov(self) -> np.ndarray:
+        """Covariance of the fixed effects: sigma^2 (R_X' R_X)^{-1}."""
+        rx_inv = np.linalg.inv(self.solution.rx)
+        return self.scale * rx_inv @ rx_inv.T
+
+    @property
+    def fe_params(self) -> pd.Series:
+        """Fixed effects by term name (statsmodels)."""
+        return pd.Series(self.beta, index=list(self.design.x_names), name="fe_params")
+
+    @property
+    def bse(self) -> pd.Series:
+        """Standard errors of the fixed effects by term name (statsmodels)."""
+        return pd.Series(
+            np.sqrt(np.diag(self.vcov())), index=list(self.design.x_names), name="bse"
+        )
+
+    def fixef(self) -> dict[str, float]:
+        """Fixed effects as a name -> value dict (lme4's fixef)."""
+        return dict(zip(self.design.x_names, self.beta.tolist(), strict=True))
+
+    def random_effect_blocks(self) -> list[np.ndarray]:
+        """Conditional modes per term as an (n_levels x p) array, lme4's b."""
+        b = self.predictor.lambda_times(self.solution.u)
+        out = []
+        for k, term in enumerate(self.terms):
+            start = self.layout.term_col_offset[k]
+            out.append(b[start : start + term.n_levels * term.size].reshape(term.n_levels, -1))
+        return out
+
+    @cached_property
+    def _conditional_variances(self) -> list[np.ndarray]:
+        """Per term, (n_levels x p x p) conditional covariances of b given y."""
+        lower, perm = self.predictor.cholesky.lower_factor()
+        indptr = lower.indptr.astype(np.int64)
+        indices = lower.indices.astype(np.int64)
+        inverse_values = selinv.takahashi_inverse(indptr, indices, lower.data)
+        inverse_perm = np.empty_like(perm)
+        inverse_perm[perm] = np.arange(len(perm))
+        out = []
+        for k, term in enumerate(self.terms):
+            p = term.size
+            starts = self.layout.term_col_offset[k] + np.arange(term.n_levels) * p
+            blocks = np.empty((term.n_levels, p, p))
+            selinv.diagonal_blocks(
+                indptr, indices, inverse_values, inverse_perm, starts,
+                np.full(term.n_levels, p, dtype=np.int64), blocks,
+            )
+            t_start = self.layout.term_t_offset[k]
+            t = self.predictor.t_flat[t_start : t_start + p * p].reshape(p, p)
+            out.append(self.scale * np.einsum("ij,ljk,mk->lim", t, blocks, t))
+        return out
+
+    @property
+    def random_effects(self) -> dict[str, pd.DataFrame]:
+        """Conditional modes, per grouping factor: levels x effect columns (statsmodels-like)."""
+        out: dict[str, pd.DataFrame] = {}
+        for term, block in zip(self.terms, self.random_effect_blocks(), strict=True):
+            frame = pd.DataFrame(block, index=list(term.levels), columns=list(term.column_names))
+            if term.group in out:
+                out[term.group] = out[term.group].join(frame, how="outer", rsuffix=".1")
+            else:
+                out[term.group] = frame
+        return out
+
+    def linear_predictor(self, include_re: bool = True) -> np.ndarray:
+        """X beta + offset (+ Z b) for the rows used in the fit."""
+        d = self.design
+        eta = d.x @ self.beta + d.offset
+        if include_re:
+            for term, block in zip(self.terms, self.random_effect_blocks(), strict=True):
+                effects.add_random_effects(term.codes, term.z, np.ascontiguousarray(block), eta)
+        return eta
+
+    @property
+    def fittedvalues(self) -> np.ndarray:
+        """Fitted values (with random effects) for the rows used, in data order."""
+        return self.linear_predictor()
+
+    @property
+    def resid(self) -> np.ndarray:
+        """Response residuals y - fitted for the rows used, in data order."""
+        return self.design.y - self.fittedvalues
+
+    @property
+    def used_rows(self) -> np.ndarray:
+        """Row numbers (0-based) of the caller's data that the fit used."""
+        return self.design.model_frame.row_index.copy()
+
+    # ------------------------------------------------------------ likelihood
+    @property
+    def reml_criterion(self) -> float | None:
+        return self.solution.objective if self.reml else None
+
+    @property
+    def deviance(self) -> float:
+        """-2 log-likelihood (ML); for REML fits, the ML deviance at the REML estimates."""
+        s = self.solution
+        n = self.nobs
+        return float(
+            s.ld_l2 - self.predictor.gram.sum_log_weights
+            + n * (1.0 + np.log(2.0 * np.pi * s.pwrss / n))
+        )
+
+    def loglik(self) -> float:
+        """Log-likelihood as lme4's logLik: the REML one for REML fits."""
+        return -0.5 * (self.solution.objective)
+
+    logLik = loglik
+
+    @property
+    def df_model(self) -> int:
+        """Parameters counted by AIC/BIC: fixed effects, theta, sigma."""
+        return self.n_fixed + len(self.theta_lower) + 1
+
+    @property
+    def aic(self) -> float:
+        return -2.0 * self.loglik() + 2.0 * self.df_model
+
+    @property
+    def bic(self) -> float:
+        return -2.0 * self.loglik() + np.log(self.nobs) * self.df_model
+
+    # ------------------------------------------------------------ tidy frames
+    def coef_table(self, level: float = 0.95) -> pl.DataFrame:
+        """Fixed effects: term, estimate, std_error, statistic, conf_low, conf_high (Wald)."""
+        return results.coef_table(self.design.x_names, self.beta, self.bse.to_numpy(), level)
+
+    def varcorr(self) -> pl.DataFrame:
+        """Variance components like lme4's as.data.frame(VarCorr(m))."""
+        covs = [self.scale * c for c in self.predictor.relative_covariances()]
+        return results.varcorr_frame(self.terms, covs, self.scale)
+
+    VarCorr = varcorr
+
+    def ranef(self, cond_sd: bool = True) -> pl.DataFrame:
+        """Conditional modes in long form: group, level, term, estimate, cond_sd."""
+        variances = self._conditional_variances if cond_sd else None
+        return results.ranef_frame(self.terms, self.random_effect_blocks(), variances)
+
+    def fit_stats(self) -> pl.DataFrame:
+        """One row of fit statistics (schema in docs/results.md)."""
+        return results.fit_stats_frame(self)
+
+    def summary(self) -> str:
+        """An lme4-style summary."""
+        return results.summary_text(self)
+
+    def __repr__(self) -> str:
+        if self._solution is None:
+            return f"<LinearMixedModel {self.formula!r} (not fitted)>"
+        return self.summary()
+
+    # ------------------------------------------------------------- prediction
+    def predict(
+        self, newdata: object = None, *, include_re: bool = True, allow_new_levels: bool = True
+    ) -> np.ndarray:
+        """Predictions; with ``newdata`` encoded exactly as in the fit.
+
+        Unseen levels get zero random effects unless ``allow_new_levels`` is
+        False, which raises instead. Rows of ``newdata`` with missing values
+        in the columns needed raise.
+        """
+        if newdata is None:
+            return self.linear_predictor(include_re)
+        return results.predict_new(self, newdata, include_re, allow_new_levels)

@@ -1,0 +1,276 @@
+"""Tidy Polars result frames with fixed schemas, the lme4-style summary, prediction.
+
+Schemas (promised; see docs/results.md):
+
+- coef_table: term str, estimate f64, std_error f64, statistic f64, conf_low f64, conf_high f64
+- varcorr: group str, term1 str, term2 str (null except correlations), vcov f64, sdcor f64
+- ranef: group str, level str, term str, estimate f64, cond_sd f64
+- fit_stats: one row (see ``fit_stats_frame``)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import polars as pl
+from scipy import stats
+
+from .data import DataError, as_lazy, formula_variables, missing_column_error
+from .kernels import effects
+
+if TYPE_CHECKING:
+    from .models.lmm import LinearMixedModel
+    from .terms import RandomTerm
+
+COEF_SCHEMA = {
+    "term": pl.String, "estimate": pl.Float64, "std_error": pl.Float64,
+    "statistic": pl.Float64, "conf_low": pl.Float64, "conf_high": pl.Float64,
+}
+VARCORR_SCHEMA = {
+    "group": pl.String, "term1": pl.String, "term2": pl.String,
+    "vcov": pl.Float64, "sdcor": pl.Float64,
+}
+RANEF_SCHEMA = {
+    "group": pl.String, "level": pl.String, "term": pl.String,
+    "estimate": pl.Float64, "cond_sd": pl.Float64,
+}
+
+
+def coef_table(
+    names: tuple[str, ...], estimate: np.ndarray, std_error: np.ndarray, level: float
+) -> pl.DataFrame:
+    """Wald table of the fixed effects."""
+    z = stats.norm.ppf(0.5 + level / 2.0)
+    return pl.DataFrame(
+        {
+            "term": list(names),
+            "estimate": estimate,
+            "std_error": std_error,
+            "statistic": estimate / std_error,
+            "conf_low": estimate - z * std_error,
+            "conf_high": estimate + z * std_error,
+        },
+        schema=COEF_SCHEMA,
+    )
+
+
+def varcorr_frame(
+    terms: list[RandomTerm], covariances: list[np.ndarray], residual_variance: float
+) -> pl.DataFrame:
+    """Standard deviations then correlations per term, then the residual row."""
+    rows = []
+    for term, cov in zip(terms, covariances, strict=True):
+        sd = np.sqrt(np.diag(cov))
+        for i, name in enumerate(term.column_names):
+            rows.append((term.group, name, None, cov[i, i], sd[i]))
+        for j in range(term.size):
+            for i in range(j + 1, term.size):
+                denom = sd[i] * sd[j]
+                corr = cov[i, j] / denom if denom > 0 else np.nan
+                rows.append(
+                    (term.group, term.column_names[j], term.column_names[i], cov[i, j], corr)
+                )
+    rows.append(("Residual", None, None, residual_variance, np.sqrt(residual_variance)))
+    return pl.DataFrame(rows, schema=VARCORR_SCHEMA, orient="row")
+
+
+def ranef_frame(
+    terms: list[RandomTerm], modes: list[np.ndarray], variances: list[np.ndarray] | None
+) -> pl.DataFrame:
+    """Conditional modes (and conditional SDs) in long form, term by term."""
+    parts = []
+    for k, (term, block) in enumerate(zip(terms, modes, strict=True)):
+        for r, name in enumerate(term.column_names):
+            cond_sd = (
+                np.sqrt(np.maximum(variances[k][:, r, r], 0.0))
+                if variances is not None
+                else np.full(term.n_levels, np.nan)
+            )
+            parts.append(
+                pl.DataFrame(
+                    {
+                        "group": [term.group] * term.n_levels,
+                        "level": list(term.levels),
+                        "term": [name] * term.n_levels,
+                        "estimate": block[:, r],
+                        "cond_sd": cond_sd,
+                    },
+                    schema=RANEF_SCHEMA,
+                )
+            )
+    return pl.concat(parts)
+
+
+def fit_stats_frame(model: LinearMixedModel) -> pl.DataFrame:
+    """nobs, ngroups (struct per factor), criteria, sigma, convergence, timing."""
+    ngroups: dict[str, int] = {}
+    for term in model.terms:
+        ngroups.setdefault(term.group, term.n_levels)
+    return pl.DataFrame(
+        {
+            "nobs": [model.nobs],
+            "ngroups": [ngroups],
+            "reml_criterion": [model.reml_criterion],
+            "deviance": [model.deviance],
+            "loglik": [model.loglik()],
+            "aic": [model.aic],
+            "bic": [model.bic],
+            "sigma": [model.sigma],
+            "converged": [model.converged],
+            "singular": [model.singular],
+            "n_evals": [model.n_evals],
+            "fit_seconds": [model.fit_seconds],
+        },
+        schema_overrides={"reml_criterion": pl.Float64, "n_evals": pl.Int64},
+    )
+
+
+def _format_table(header: list[str], rows: list[list[str]], left: int = 1) -> list[str]:
+    """Right-align columns (the first ``left`` columns left-aligned), like R's print."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for row in [header, *rows]:
+        cells = [
+            str(cell).ljust(w) if i < left else str(cell).rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append(" " + " ".join(cells).rstrip())
+    return lines
+
+
+def _sig(value: float, digits: int = 4) -> str:
+    return f"{value:.{digits}g}" if np.isfinite(value) else "NA"
+
+
+def summary_text(model: LinearMixedModel) -> str:
+    """The fit laid out like lme4's summary(merMod)."""
+    method = "REML" if model.reml else "maximum likelihood"
+    lines = [f"Linear mixed model fit by {method} [interlace_nb]", f"Formula: {model.formula}"]
+    if model.design.has_weights:
+        lines.append("Weights: prior weights")
+    if model.design.has_offset:
+        lines.append("Offset: yes")
+    lines.append("")
+    if model.reml:
+        lines.append(f"REML criterion at convergence: {model.reml_criterion:.4f}")
+    else:
+        lines.append(
+            _format_table(
+                ["AIC", "BIC", "logLik", "deviance", "df.resid"],
+                [[f"{model.aic:.4f}", f"{model.bic:.4f}", f"{model.loglik():.4f}",
+                  f"{model.deviance:.4f}", str(model.nobs - model.df_model)]],
+                left=0,
+            )[0]
+        )
+        lines.extend(
+            _format_table(
+                ["AIC", "BIC", "logLik", "deviance", "df.resid"],
+                [[f"{model.aic:.4f}", f"{model.bic:.4f}", f"{model.loglik():.4f}",
+                  f"{model.deviance:.4f}", str(model.nobs - model.df_model)]],
+                left=0,
+            )[1:]
+        )
+    resid = model.resid * np.sqrt(model.design.weights) / model.sigma
+    quantiles = np.quantile(resid, [0.0, 0.25, 0.5, 0.75, 1.0])
+    lines += ["", "Scaled residuals:"]
+    lines += _format_table(
+        ["Min", "1Q", "Median", "3Q", "Max"], [[f"{v:.4f}" for v in quantiles]], left=0
+    )
+    lines += ["", "Random effects:"]
+    vc = model.varcorr()
+    rows = []
+    last_group = None
+    for term, cov in zip(model.terms, model.predictor.relative_covariances(), strict=True):
+        cov = cov * model.scale
+        sd = np.sqrt(np.diag(cov))
+        for i, name in enumerate(term.column_names):
+            corr = []
+            for j in range(i):
+                denom = sd[i] * sd[j]
+                corr.append(f"{cov[i, j] / denom:.2f}" if denom > 0 else "NaN")
+            group = term.group if term.group != last_group or i == 0 else ""
+            rows.append([group, name, _sig(cov[i, i]), _sig(sd[i]), " ".join(corr)])
+            last_group = term.group
+    rows.append(["Residual", "", _sig(model.scale), _sig(model.sigma), ""])
+    del vc
+    lines += _format_table(["Groups", "Name", "Variance", "Std.Dev.", "Corr"], rows, left=2)
+    ngroups: dict[str, int] = {}
+    for term in model.terms:
+        ngroups.setdefault(term.group, term.n_levels)
+    lines.append(
+        f"Number of obs: {model.nobs}, groups:  "
+        + "; ".join(f"{g}, {n}" for g, n in ngroups.items())
+    )
+    if model.na_message:
+        lines.append(f"({model.na_message})")
+    lines += ["", "Fixed effects:"]
+    se = model.bse.to_numpy()
+    coef_rows = [
+        [name, f"{b:.6g}", f"{s:.6g}", f"{b / s:.3f}"]
+        for name, b, s in zip(model.design.x_names, model.beta, se, strict=True)
+    ]
+    lines += _format_table(["", "Estimate", "Std. Error", "t value"], coef_rows)
+    if model.design.dropped_x_names:
+        lines.append(
+            "fixed-effect model matrix is rank deficient; dropped: "
+            + ", ".join(model.design.dropped_x_names)
+        )
+    if model.singular:
+        lines += ["", "boundary (singular) fit: see fit_stats() and varcorr()"]
+    for message in model.convergence_messages:
+        lines += ["", f"convergence: {message}"]
+    return "\n".join(lines)
+
+
+def predict_new(
+    model: LinearMixedModel, newdata: object, include_re: bool, allow_new_levels: bool
+) -> np.ndarray:
+    """Predict for new rows, encoding them with the fit's formulaic specs."""
+    design = model.design
+    lazy = as_lazy(newdata)
+    schema = lazy.collect_schema()
+    needed: dict[str, str] = {}
+    for name in formula_variables(design.parsed.fixed_rhs):
+        needed.setdefault(name, "fixed-effects")
+    if include_re:
+        for term in model.terms:
+            for name in formula_variables(term.lhs):
+                needed.setdefault(name, f"random-effects term ({term.lhs} | {term.group})")
+            for name in term.factors:
+                needed.setdefault(name, f"grouping factor {term.group!r}")
+    for name, role in needed.items():
+        if name not in schema:
+            raise missing_column_error(name, schema.names(), role)
+    frame = lazy.select(list(needed)).collect()
+    if frame.null_count().sum_horizontal().item():
+        raise DataError("newdata has missing values in the columns the model needs")
+    pandas_frame = frame.to_pandas()
+    if design.has_offset:
+        raise DataError(
+            "predict(newdata) for a model with an offset is not supported yet; "
+            "add the offset to the prediction yourself"
+        )
+    x_new = np.asarray(design.fixed_spec.get_model_matrix(pandas_frame), dtype=float)
+    x_full_names = list(design.fixed_spec.column_names)
+    keep = [x_full_names.index(name) for name in design.x_names]
+    eta = x_new[:, keep] @ model.beta
+    if not include_re:
+        return eta
+    for term, block in zip(model.terms, model.random_effect_blocks(), strict=True):
+        z_new = np.ascontiguousarray(
+            np.asarray(term.model_spec.get_model_matrix(pandas_frame), dtype=float)
+        )
+        labels = frame.select(
+            pl.concat_str([pl.col(n).cast(pl.String) for n in term.factors], separator=":")
+        ).to_series()
+        lookup = {level: code for code, level in enumerate(term.levels)}
+        codes = np.array([lookup.get(label, -1) for label in labels.to_list()], dtype=np.int64)
+        if not allow_new_levels and (codes < 0).any():
+            unseen = sorted({lab for lab, c in zip(labels.to_list(), codes, strict=True) if c < 0})
+            raise DataError(
+                f"newdata has levels of {term.group!r} not seen in the fit: {unseen[:5]}; "
+                "pass allow_new_levels=True to predict them with zero random effects"
+            )
+        effects.add_random_effects(codes, z_new, np.ascontiguousarray(block), eta)
+    return eta

@@ -1,0 +1,85 @@
+"""Gram blocks of the random-effects design, built in passes over the rows.
+
+A random-effects term k has a level code per row and ``p_k`` covariate
+columns (``z_k``, an n x p_k array). Its columns in Z are level-major: level
+``l`` owns columns ``offset_k + l * p_k + r`` for ``r < p_k``.
+"""
+
+import numpy as np
+
+from .config import kernel
+
+
+@kernel
+def unique_level_pairs(codes_a, codes_b, n_levels_b):
+    """Distinct (level_a, level_b) pairs of the rows and each row's pair index.
+
+    Returns ``(pair_a, pair_b, row_pair)`` with pairs sorted by
+    ``level_a * n_levels_b + level_b``.
+    """
+    n = codes_a.shape[0]
+    keys = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        keys[i] = np.int64(codes_a[i]) * n_levels_b + codes_b[i]
+    order = np.argsort(keys, kind="mergesort")
+    row_pair = np.empty(n, dtype=np.int64)
+    n_pairs = 0
+    last = np.int64(-1)
+    for j in range(n):
+        key = keys[order[j]]
+        if j == 0 or key != last:
+            n_pairs += 1
+            last = key
+        row_pair[order[j]] = n_pairs - 1
+    pair_a = np.empty(n_pairs, dtype=np.int64)
+    pair_b = np.empty(n_pairs, dtype=np.int64)
+    for i in range(n):
+        pair_a[row_pair[i]] = codes_a[i]
+        pair_b[row_pair[i]] = codes_b[i]
+    return pair_a, pair_b, row_pair
+
+
+@kernel
+def accumulate_pair_blocks(row_pair, z_a, z_b, weights, blocks_out):
+    """blocks_out[pair] += w_i * outer(z_a[i], z_b[i]) for each row i."""
+    n = row_pair.shape[0]
+    p_a = z_a.shape[1]
+    p_b = z_b.shape[1]
+    for i in range(n):
+        pair = row_pair[i]
+        w = weights[i]
+        for r in range(p_a):
+            wa = w * z_a[i, r]
+            for c in range(p_b):
+                blocks_out[pair, r, c] += wa * z_b[i, c]
+
+
+@kernel
+def accumulate_z_cross(codes, z, weights, dense, out):
+    """out[level * p + r, j] += w_i * z[i, r] * dense[i, j]: one term's rows of Z'WD."""
+    n = codes.shape[0]
+    p = z.shape[1]
+    m = dense.shape[1]
+    for i in range(n):
+        base = codes[i] * p
+        w = weights[i]
+        for r in range(p):
+            wz = w * z[i, r]
+            for j in range(m):
+                out[base + r, j] += wz * dense[i, j]
+
+
+@kernel
+def weighted_crossprod(a, b, weights):
+    """A'WB for dense row-major A (n x p) and B (n x m)."""
+    n = a.shape[0]
+    p = a.shape[1]
+    m = b.shape[1]
+    out = np.zeros((p, m))
+    for i in range(n):
+        w = weights[i]
+        for r in range(p):
+            wa = w * a[i, r]
+            for c in range(m):
+                out[r, c] += wa * b[i, c]
+    return out

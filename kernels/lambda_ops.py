@@ -1,0 +1,103 @@
+"""Apply the relative covariance factor Lambda(theta) to the Gram blocks.
+
+Lambda is block diagonal with one lower-triangular ``p_k x p_k`` block
+``T_k`` per level of term k. Per column ``c`` of Z the caller passes
+``col_block_start`` (first column of c's level block), ``col_pos`` (c's place
+in that block), ``col_block_size`` (p_k) and ``col_t_offset`` (where T_k
+starts in the flat, row-major ``t_flat``).
+"""
+
+import numpy as np
+
+from .config import kernel
+
+
+@kernel
+def scale_sparse_gram(indptr, indices, gram_data, col_block_start, col_pos, col_block_size,
+                      col_t_offset, t_flat, out_data):
+    """out = Lambda' A Lambda on A's stored pattern.
+
+    A must be block-complete: whenever one entry of a (level block, level
+    block) pair is stored, all are, so every column of a level block has the
+    same row pattern and a block's rows are consecutive in each column.
+    """
+    n_cols = indptr.shape[0] - 1
+    for c in range(n_cols):
+        start = indptr[c]
+        pc = col_pos[c]
+        sc = col_block_size[c]
+        c0 = col_block_start[c]
+        tc = col_t_offset[c]
+        for k in range(start, indptr[c + 1]):
+            i = indices[k]
+            local = k - start
+            pi = col_pos[i]
+            si = col_block_size[i]
+            ti = col_t_offset[i]
+            total = 0.0
+            for cc in range(pc, sc):
+                lam_c = t_flat[tc + cc * sc + pc]
+                if lam_c == 0.0:
+                    continue
+                col_start = indptr[c0 + cc] + local
+                inner = 0.0
+                for ii in range(pi, si):
+                    inner += t_flat[ti + ii * si + pi] * gram_data[col_start + ii - pi]
+                total += inner * lam_c
+            out_data[k] = total
+
+
+@kernel
+def lambda_t_times(dense, col_block_start, col_pos, col_block_size, col_t_offset, t_flat, out):
+    """out = Lambda' @ dense for a dense q x m array."""
+    q = dense.shape[0]
+    m = dense.shape[1]
+    for c in range(q):
+        pc = col_pos[c]
+        sc = col_block_size[c]
+        c0 = col_block_start[c]
+        tc = col_t_offset[c]
+        for j in range(m):
+            out[c, j] = 0.0
+        for cc in range(pc, sc):
+            lam = t_flat[tc + cc * sc + pc]
+            row = c0 + cc
+            for j in range(m):
+                out[c, j] += lam * dense[row, j]
+
+
+@kernel
+def lambda_times(dense, col_block_start, col_pos, col_block_size, col_t_offset, t_flat, out):
+    """out = Lambda @ dense for a dense q x m array (maps spherical u to b)."""
+    q = dense.shape[0]
+    m = dense.shape[1]
+    for c in range(q):
+        pc = col_pos[c]
+        sc = col_block_size[c]
+        c0 = col_block_start[c]
+        tc = col_t_offset[c]
+        for j in range(m):
+            out[c, j] = 0.0
+        for cc in range(0, pc + 1):
+            lam = t_flat[tc + pc * sc + cc]
+            row = c0 + cc
+            for j in range(m):
+                out[c, j] += lam * dense[row, j]
+
+
+@kernel
+def fill_t_flat(theta, term_theta_offset, term_size, term_t_offset, t_flat):
+    """Write each term's lower-triangular T_k (row-major) from theta.
+
+    theta holds each T_k's lower triangle column by column, as lme4 does.
+    """
+    for k in range(term_size.shape[0]):
+        p = term_size[k]
+        pos = term_theta_offset[k]
+        base = term_t_offset[k]
+        for idx in range(p * p):
+            t_flat[base + idx] = 0.0
+        for col in range(p):
+            for row in range(col, p):
+                t_flat[base + row * p + col] = theta[pos]
+                pos += 1
