@@ -181,7 +181,7 @@ def summary_text(model: LinearMixedModel) -> str:
     vc = model.varcorr()
     rows = []
     last_group = None
-    for term, cov in zip(model.terms, model.predictor.relative_covariances(), strict=True):
+    for term, cov in zip(model.terms, model.relative_covariances(), strict=True):
         cov = cov * model.scale
         sd = np.sqrt(np.diag(cov))
         for i, name in enumerate(term.column_names):

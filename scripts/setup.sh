@@ -105,7 +105,7 @@ fi
 # ---------------------------------------------------------------------------
 # 3. Editable install, skipped when the stamp matches: the stamp is a hash of
 #    pyproject.toml, the venv's Python version and the install spec, and the
-#    package must still be installed.
+#    package must still be installed (-I: ignore the checkout's own egg-info).
 key="$("$VENV/bin/python" - "$PIP_SPEC" <<'EOF'
 import hashlib, sys
 with open("pyproject.toml", "rb") as f:

@@ -66,6 +66,7 @@ class LinearMixedModel:
         self.setup_seconds = time.perf_counter() - started
         self.theta_lower = np.concatenate([t.theta_lower() for t in self.terms])
         self._solution: LmmSolution | None = None
+        self._theta_hat = np.zeros(0)
         self.optimizer_status = ""
         self.n_evals = 0
         self.fit_seconds = float("nan")
@@ -111,6 +112,7 @@ class LinearMixedModel:
             grad, hess = finite_difference_derivatives(self.objective, theta, self.theta_lower)
             messages += convergence_messages(grad, hess, free)
         self._solution = solve_at(self.predictor, theta, self.reml)
+        self._theta_hat = theta.copy()
         if not np.isfinite(self._solution.objective):
             raise FloatingPointError(
                 "the criterion is not finite at the optimum; check the data for a response "
@@ -136,6 +138,13 @@ class LinearMixedModel:
             raise RuntimeError("the model is not fitted yet; call fit()")
         return self._solution
 
+    def _predictor_at_optimum(self) -> Predictor:
+        """The predictor with its factor at the fitted theta (objective() may move it)."""
+        theta_hat = self._theta_hat
+        if self.predictor.theta is None or not np.array_equal(self.predictor.theta, theta_hat):
+            self.predictor.update(theta_hat)
+        return self.predictor
+
     # -------------------------------------------------------------- estimates
     @property
     def nobs(self) -> int:
@@ -144,7 +153,8 @@ class LinearMixedModel:
     @property
     def theta(self) -> np.ndarray:
         """Relative covariance factor entries (lme4's getME(m, 'theta'))."""
-        return self.predictor.theta.copy() if self._solution is not None else None
+        self.solution  # raises when not fitted
+        return self._theta_hat.copy()
 
     @property
     def converged(self) -> bool:
@@ -154,7 +164,7 @@ class LinearMixedModel:
     def singular(self) -> bool:
         """lme4's isSingular: a diagonal theta entry within 1e-4 of zero."""
         bounded = self.theta_lower == 0.0
-        return bool((self.predictor.theta[bounded] < SINGULAR_TOLERANCE).any())
+        return bool((self._theta_hat[bounded] < SINGULAR_TOLERANCE).any())
 
     @property
     def n_fixed(self) -> int:
@@ -197,7 +207,7 @@ class LinearMixedModel:
 
     def random_effect_blocks(self) -> list[np.ndarray]:
         """Conditional modes per term as an (n_levels x p) array, lme4's b."""
-        b = self.predictor.lambda_times(self.solution.u)
+        b = self._predictor_at_optimum().lambda_times(self.solution.u)
         out = []
         for k, term in enumerate(self.terms):
             start = self.layout.term_col_offset[k]
@@ -207,7 +217,7 @@ class LinearMixedModel:
     @cached_property
     def _conditional_variances(self) -> list[np.ndarray]:
         """Per term, (n_levels x p x p) conditional covariances of b given y."""
-        lower, perm = self.predictor.cholesky.lower_factor()
+        lower, perm = self._predictor_at_optimum().cholesky.lower_factor()
         indptr = lower.indptr.astype(np.int64)
         indices = lower.indices.astype(np.int64)
         inverse_values = selinv.takahashi_inverse(indptr, indices, lower.data)
@@ -304,10 +314,14 @@ class LinearMixedModel:
 
     def varcorr(self) -> pl.DataFrame:
         """Variance components like lme4's as.data.frame(VarCorr(m))."""
-        covs = [self.scale * c for c in self.predictor.relative_covariances()]
+        covs = [self.scale * c for c in self.relative_covariances()]
         return results.varcorr_frame(self.terms, covs, self.scale)
 
     VarCorr = varcorr
+
+    def relative_covariances(self) -> list[np.ndarray]:
+        """Per term, the covariance of its effects in units of sigma^2 (T T')."""
+        return self._predictor_at_optimum().relative_covariances()
 
     def ranef(self, cond_sd: bool = True) -> pl.DataFrame:
         """Conditional modes in long form: group, level, term, estimate, cond_sd."""

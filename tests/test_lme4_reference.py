@@ -1,0 +1,108 @@
+"""Fits compared with lme4's, case by case, from the committed reference JSON.
+
+Tolerances (issue 2): criterion within 1e-6 relative of lme4's or lower;
+fixed effects 1e-5 relative; standard errors 1e-3 relative; standard
+deviations and correlations 1e-3; conditional modes within 2e-3 of the
+largest mode.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import interlace_nb as ib
+from conftest import load_dataset, load_reference_cases, r_name
+
+CASES = load_reference_cases()
+
+
+def _fit(case: dict) -> ib.LinearMixedModel:
+    data = load_dataset(case["data"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ib.lmm(
+            case["formula"], data, reml=case["reml"], weights=case["weights"],
+            offset=case["offset"],
+        )
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def fitted(request: pytest.FixtureRequest) -> tuple[dict, ib.LinearMixedModel]:
+    case = CASES[request.param]
+    return case, _fit(case)
+
+
+def _criterion(model: ib.LinearMixedModel) -> float:
+    return model.reml_criterion if model.reml else model.deviance
+
+
+def test_objective_matches_lme4_at_pinned_theta(fitted):
+    case, model = fitted
+    for point in case["objective_at"]:
+        ours = model.objective(np.array(point["theta"], dtype=float))
+        assert ours == pytest.approx(point["value"], rel=1e-9, abs=0), point["label"]
+
+
+def test_criterion_as_good_as_lme4(fitted):
+    case, model = fitted
+    theirs = case["reml_criterion"] if case["reml"] else case["deviance"]
+    assert (_criterion(model) - theirs) / abs(theirs) < 1e-6
+
+
+def test_fixed_effects_and_standard_errors(fitted):
+    case, model = fitted
+    names = [r_name(n) for n in model.design.x_names]
+    assert names == case["fixef_names"]
+    scale = np.maximum(np.abs(case["fixef"]), np.array(case["se"]))
+    np.testing.assert_array_less(np.abs(model.beta - case["fixef"]), 1e-5 * scale)
+    np.testing.assert_allclose(model.bse.to_numpy(), case["se"], rtol=1e-3)
+
+
+def test_variance_components(fitted):
+    case, model = fitted
+    ours = model.varcorr()
+    theirs = case["varcorr"]
+    assert ours.height == len(theirs)
+    for row, ref in zip(ours.iter_rows(named=True), theirs, strict=True):
+        assert row["group"] == ref["grp"].removesuffix(".1")
+        assert (row["term1"] and r_name(row["term1"])) == ref["var1"]
+        assert (row["term2"] and r_name(row["term2"])) == ref["var2"]
+        if ref["var2"] is None:
+            assert row["sdcor"] == pytest.approx(ref["sdcor"], rel=1e-3, abs=1e-6)
+        else:
+            assert row["sdcor"] == pytest.approx(ref["sdcor"], abs=1e-3)
+
+
+def test_conditional_modes_and_sds(fitted):
+    case, model = fitted
+    ours = model.ranef()
+    theirs = case["ranef"]
+    assert ours.height == len(theirs)
+    ref = {(r["grpvar"], r_name_term(r["term"]), r["grp"]): r for r in theirs}
+    largest = max(abs(r["condval"]) for r in theirs)
+    worst_mode = worst_sd = 0.0
+    for row in ours.iter_rows(named=True):
+        r = ref[(row["group"], r_name(row["term"]), row["level"])]
+        worst_mode = max(worst_mode, abs(row["estimate"] - r["condval"]))
+        worst_sd = max(worst_sd, abs(row["cond_sd"] - r["condsd"]) / max(r["condsd"], 1e-12))
+    assert worst_mode <= 2e-3 * max(largest, 1e-8)
+    assert worst_sd <= 2e-3
+
+
+def r_name_term(term: str) -> str:
+    return term
+
+
+def test_fit_statistics(fitted):
+    case, model = fitted
+    stats = model.fit_stats().row(0, named=True)
+    assert stats["nobs"] == case["nobs"]
+    assert stats["ngroups"] == case["ngroups"]
+    assert stats["singular"] == case["singular"]
+    assert stats["converged"]
+    assert model.sigma == pytest.approx(case["sigma"], rel=1e-3)
+    for key in ("loglik", "aic", "bic", "deviance"):
+        assert stats[key] == pytest.approx(case[key], rel=1e-6), key
