@@ -18,16 +18,20 @@ def lmm(
     na_action: str = "omit",
     start: object = None,
     check_convergence: bool = True,
+    factorization: str = "auto",
 ) -> LinearMixedModel:
     """Fit a linear mixed model written in lme4's syntax; returns the fitted model.
 
     ``data`` is a Polars DataFrame or LazyFrame (pandas is converted).
     ``weights`` and ``offset`` are column names or arrays with one value per
     row. ``na_action="omit"`` drops incomplete rows (lme4's default);
-    ``"fail"`` raises instead.
+    ``"fail"`` raises instead. ``factorization`` picks the engine: "blocked"
+    (first term block diagonal, dense Schur block for the rest; the default
+    when that block is small), "cholmod" (general sparse), or "auto".
     """
     model = LinearMixedModel(
-        formula, data, reml=reml, weights=weights, offset=offset, na_action=na_action
+        formula, data, reml=reml, weights=weights, offset=offset, na_action=na_action,
+        factorization=factorization,
     )
     return model.fit(start=start, check_convergence=check_convergence)
 
@@ -38,7 +42,10 @@ lmer = lmm
 def fit(
     formula: str, data: object, *, groups: Sequence[str] | str, **kwargs: object
 ) -> LinearMixedModel:
-    """Random intercepts for each factor in ``groups``: ``fit("rt ~ cond", df, groups=["s", "i"])``."""
+    """Random intercepts for each factor in ``groups``.
+
+    ``fit("rt ~ cond", df, groups=["s", "i"])`` is ``lmm("rt ~ cond + (1 | s) + (1 | i)", df)``.
+    """
     if isinstance(groups, str):
         groups = [groups]
     if not groups:

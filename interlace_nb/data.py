@@ -9,24 +9,29 @@ from __future__ import annotations
 
 import ast
 import difflib
-from collections.abc import Iterable
+import re
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import polars as pl
 from formulaic import Formula
 from formulaic.parser.types import Factor
+from formulaic.transforms import TRANSFORMS
 
 ROW_INDEX = "__interlace_row"
 WEIGHTS_COLUMN = "__interlace_weights"
 OFFSET_COLUMN = "__interlace_offset"
 
-#: Names formulaic resolves itself (functions and modules), never data columns.
-_FORMULA_NAMES = {
-    "np", "numpy", "C", "scale", "center", "standardize", "poly", "bs", "cr", "cc",
-    "lag", "log", "log1p", "exp", "sqrt", "abs", "I", "Q", "T", "Treatment", "Sum",
-    "Helmert", "Poly", "Diff", "contr", "math", "pi", "True", "False", "None",
-}
+#: How the internal weights/offset columns are named in messages.
+_DISPLAY_NAMES = {WEIGHTS_COLUMN: "weights", OFFSET_COLUMN: "offset"}
+
+_BACKTICK = re.compile(r"`([^`]*)`")
+
+#: Names formulaic resolves itself (its transforms, np, contrasts), never data columns
+#: unless the data has a column of that name (data shadows transforms in formulaic).
+_FORMULA_NAMES = frozenset(TRANSFORMS) | {"Q", "numpy"}
 
 
 class DataError(ValueError):
@@ -47,27 +52,95 @@ class ModelFrame:
     n_dropped: int
 
 
-def as_lazy(data: object) -> pl.LazyFrame:
-    """Accept a Polars DataFrame or LazyFrame (or pandas, converted at the door)."""
-    if isinstance(data, pl.LazyFrame):
-        return data
-    if isinstance(data, pl.DataFrame):
-        return data.lazy()
-    module = type(data).__module__
-    if module.startswith("pandas"):
-        return pl.from_pandas(data).lazy()  # type: ignore[arg-type]
-    raise TypeError(
-        f"data must be a polars DataFrame or LazyFrame (or a pandas DataFrame), "
+def _not_a_frame(data: object) -> TypeError:
+    return TypeError(
+        "data must be a polars DataFrame or LazyFrame (or a pandas DataFrame), "
         f"got {type(data).__name__}"
     )
 
 
+def column_names(data: object) -> list[str]:
+    """The data's column names, without reading (or converting) any values."""
+    if isinstance(data, pl.LazyFrame):
+        return data.collect_schema().names()
+    if isinstance(data, pl.DataFrame):
+        return data.columns
+    if isinstance(data, pd.DataFrame):
+        return [str(name) for name in data.columns]
+    raise _not_a_frame(data)
+
+
+def _pandas_column(series: pd.Series) -> pl.Series:
+    """One pandas column as Polars; a categorical keeps its level order as an Enum."""
+    name = str(series.name)
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        levels = [str(level) for level in series.cat.categories]
+        codes = series.cat.codes.to_numpy()
+        values = np.array(levels + [None], dtype=object)[np.where(codes < 0, len(levels), codes)]
+        strings = pl.Series(name, values, dtype=pl.String)
+        if len(set(levels)) == len(levels):
+            return strings.cast(pl.Enum(levels))
+        return strings
+    return pl.from_pandas(series.rename(name))
+
+
+def _from_pandas(data: pd.DataFrame, columns: Iterable[str] | None) -> pl.DataFrame:
+    """Convert only the needed pandas columns; name the column that cannot be converted."""
+    by_name = {str(name): name for name in data.columns}
+    wanted = list(by_name) if columns is None else list(columns)
+    converted = []
+    for name in wanted:
+        try:
+            converted.append(_pandas_column(data[by_name[name]]))
+        except Exception as exc:  # pyarrow/polars raise many types for mixed objects
+            raise DataError(
+                f"column {name!r} could not be converted from pandas ({exc}); give it one "
+                f"type, e.g. df[{name!r}].astype(str) for a grouping factor"
+            ) from exc
+    return pl.DataFrame(converted)
+
+
+def as_lazy(data: object, columns: Iterable[str] | None = None) -> pl.LazyFrame:
+    """Accept a Polars DataFrame or LazyFrame (or pandas, converted at the door).
+
+    For pandas only ``columns`` (all when None) are converted, so an unrelated
+    column of mixed Python objects cannot break the fit.
+    """
+    if isinstance(data, pl.LazyFrame):
+        return data
+    if isinstance(data, pl.DataFrame):
+        return data.lazy()
+    if isinstance(data, pd.DataFrame):
+        return _from_pandas(data, columns).lazy()
+    raise _not_a_frame(data)
+
+
 def _names_in_expression(expr: str) -> set[str]:
-    """Variable names an expression such as ``np.log(x + 1)`` reads."""
+    """Variable names an expression such as ``np.log(x + 1)`` reads.
+
+    Backquoted names (```my col```) and ``Q("my col")`` are column names too.
+    """
+    quoted: dict[str, str] = {}
+
+    def placeholder(match: re.Match[str]) -> str:
+        key = f"__interlace_quoted_{len(quoted)}"
+        quoted[key] = match.group(1)
+        return key
+
     try:
-        tree = ast.parse(expr, mode="eval")
+        tree = ast.parse(_BACKTICK.sub(placeholder, expr), mode="eval")
     except SyntaxError:
         return {expr}
+    found = {
+        node.args[0].value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "Q"
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
+        and isinstance(node.args[0].value, str)
+    }
     called = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
@@ -78,16 +151,24 @@ def _names_in_expression(expr: str) -> set[str]:
                 base = base.value
             if isinstance(base, ast.Name):
                 called.add(id(base))
-    return {
-        node.id
+    found |= {
+        quoted.get(node.id, node.id)
         for node in ast.walk(tree)
-        if isinstance(node, ast.Name) and id(node) not in called and node.id not in _FORMULA_NAMES
+        if isinstance(node, ast.Name) and id(node) not in called
     }
+    return found
 
 
-def formula_variables(rhs: str) -> list[str]:
-    """Data columns a formulaic right-hand side reads, in first-use order."""
-    names: list[str] = []
+def formula_variable_sources(
+    rhs: str, available: Collection[str] | None = None
+) -> dict[str, str]:
+    """Data columns a formulaic right-hand side reads -> the factor that reads each.
+
+    A name is a column when the data has it; otherwise names formulaic
+    resolves itself (``np``, ``pi``, ...) are skipped and anything else is
+    returned, so the caller can report it as a missing column.
+    """
+    sources: dict[str, str] = {}
     for term in Formula(rhs):
         for factor in term.factors:
             if factor.eval_method == Factor.EvalMethod.LITERAL:
@@ -96,17 +177,46 @@ def formula_variables(rhs: str) -> list[str]:
                 found = {factor.expr}
             else:
                 found = _names_in_expression(factor.expr)
-            names.extend(sorted(found - set(names)))
-    return names
+            for name in sorted(found):
+                is_column = available is not None and name in available
+                if is_column or name not in _FORMULA_NAMES:
+                    sources.setdefault(name, factor.expr)
+    return sources
+
+
+def formula_variables(rhs: str, available: Collection[str] | None = None) -> list[str]:
+    """Data columns a formulaic right-hand side reads, in first-use order."""
+    return list(formula_variable_sources(rhs, available))
 
 
 def missing_column_error(name: str, available: Iterable[str], role: str) -> DataError:
     """An error naming the missing column and the closest names the data has."""
     available = list(available)
     close = difflib.get_close_matches(name, available, n=3, cutoff=0.5)
+    lowered = [c for c in available if c.lower() == name.lower() and c not in close]
+    close = lowered + close
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     shown = ", ".join(available[:12]) + (", ..." if len(available) > 12 else "")
-    return DataError(f"{role} column {name!r} is not in the data.{hint} Columns: {shown}")
+    return DataError(f"column {name!r} ({role}) is not in the data.{hint} Columns: {shown}")
+
+
+def formulaic_frame(frame: pl.DataFrame) -> pd.DataFrame:
+    """The model frame as pandas for formulaic, with factor levels as this package orders them.
+
+    An Enum's or Categorical's levels are those present in the rows, in
+    Polars' order (an Enum's declared order), so the first present level is
+    the reference level, as R's model.frame(drop.unused.levels = TRUE)
+    gives lme4. Decimals become floats (formulaic would take them as factors).
+    """
+    out = frame.to_pandas()
+    for name, dtype in frame.schema.items():
+        column = frame.get_column(name)
+        if isinstance(dtype, (pl.Enum, pl.Categorical)):
+            levels = column.drop_nulls().unique().sort().cast(pl.String).to_list()
+            out[name] = pd.Categorical(column.cast(pl.String).to_list(), categories=levels)
+        elif isinstance(dtype, pl.Decimal):
+            out[name] = column.cast(pl.Float64).to_numpy()
+    return out
 
 
 def _missing_mask(frame: pl.DataFrame, columns: list[str]) -> pl.Expr:
@@ -118,6 +228,11 @@ def _missing_mask(frame: pl.DataFrame, columns: list[str]) -> pl.Expr:
             expr = expr | pl.col(name).is_nan()
         parts.append(expr)
     return pl.any_horizontal(parts) if parts else pl.lit(False)
+
+
+def _unsupported_dtype(dtype: pl.DataType) -> bool:
+    """Nested, object and binary columns cannot be model variables or factors."""
+    return isinstance(dtype, (pl.List, pl.Array, pl.Struct, pl.Object, pl.Binary))
 
 
 def load_model_frame(
@@ -133,30 +248,54 @@ def load_model_frame(
     effects", "grouping factor", ...), used in error messages.
     """
     if na_action not in ("omit", "fail"):
-        raise ValueError(f"na_action must be 'omit' or 'fail', got {na_action!r}")
-    lazy = as_lazy(data)
-    schema = lazy.collect_schema()
+        raise ValueError(
+            f"na_action must be 'omit' (drop incomplete rows, lme4's default) or 'fail' "
+            f"(raise on missing values), got {na_action!r}"
+        )
+    available = column_names(data)
     for name, role in columns.items():
-        if name not in schema:
-            raise missing_column_error(name, schema.names(), role)
-    frame = lazy.select(list(columns)).with_row_index(ROW_INDEX).collect()
+        if name not in available:
+            raise missing_column_error(name, available, role)
+    lazy = as_lazy(data, list(columns))
+    try:
+        frame = lazy.select(list(columns)).with_row_index(ROW_INDEX).collect()
+    except pl.exceptions.PolarsError as exc:
+        first = str(exc).strip().split("\n\n")[0]
+        raise DataError(
+            f"reading columns {', '.join(map(repr, columns))} from the LazyFrame failed: {first}"
+        ) from exc
     n_input = frame.height
+    roles = dict(columns)
     if extra_columns:
         for name, values in extra_columns.items():
+            label = _DISPLAY_NAMES.get(name, name)
             if len(values) != n_input:
                 raise DataError(
-                    f"{name.strip('_').replace('interlace_', '')} has {len(values)} values "
-                    f"but the data has {n_input} rows"
+                    f"{label} has {len(values)} values but the data has {n_input} rows; "
+                    "pass one value per row (or a column name)"
                 )
             frame = frame.with_columns(pl.Series(name, np.asarray(values, dtype=float)))
+            roles[name] = label
     checked = [*columns, *(extra_columns or {})]
+
+    def describe(name: str) -> str:
+        shown = _DISPLAY_NAMES.get(name, name)
+        return shown if shown != name else f"column {name!r} ({roles[name]})"
+
+    for name in checked:
+        dtype = frame.schema[name]
+        if _unsupported_dtype(dtype):
+            raise DataError(
+                f"{describe(name)} has type {dtype}, which cannot be used in a model; "
+                "use a numeric or string column"
+            )
     if n_input == 0:
         raise DataError("the data has no rows")
     for name in checked:
         nulls = frame.select(_missing_mask(frame, [name]).sum()).item()
         if nulls == n_input:
             raise DataError(
-                f"column {name!r} ({columns.get(name, 'weights/offset')}) is entirely missing; "
+                f"{describe(name)} is entirely missing (null or NaN in all {n_input} rows); "
                 "check the column or drop it from the formula"
             )
     missing = frame.select(_missing_mask(frame, checked)).to_series()
@@ -165,7 +304,9 @@ def load_model_frame(
         counts = {
             name: int(frame.select(_missing_mask(frame, [name]).sum()).item()) for name in checked
         }
-        listed = ", ".join(f"{k!r} ({v})" for k, v in counts.items() if v)
+        listed = ", ".join(
+            f"{_DISPLAY_NAMES.get(k, repr(k))} ({v})" for k, v in counts.items() if v
+        )
         raise DataError(
             f"{n_missing} rows have missing values (na_action='fail'); missing in {listed}. "
             "Use na_action='omit' to drop incomplete rows, as lme4 does by default."
@@ -174,16 +315,19 @@ def load_model_frame(
         frame = frame.filter(~missing)
     if frame.height == 0:
         raise DataError(
-            "no rows left after dropping rows with missing values in "
-            + ", ".join(repr(c) for c in checked)
+            f"no rows left after dropping the {n_missing} rows with missing values in "
+            + ", ".join(_DISPLAY_NAMES.get(c, repr(c)) for c in checked)
+            + "; no row has all of these columns observed"
         )
     for name in checked:
         dtype = frame.schema[name]
-        if dtype.is_float() and frame.select(pl.col(name).is_infinite().any()).item():
-            raise DataError(
-                f"column {name!r} ({columns.get(name, 'weights/offset')}) has infinite values; "
-                "remove or replace them before fitting"
-            )
+        if dtype.is_float():
+            n_inf = frame.select(pl.col(name).is_infinite().sum()).item()
+            if n_inf:
+                raise DataError(
+                    f"{describe(name)} has infinite values in {n_inf} row(s); "
+                    "remove or replace them before fitting"
+                )
     row_index = frame.get_column(ROW_INDEX).to_numpy().astype(np.int64)
     return ModelFrame(frame.drop(ROW_INDEX), row_index, n_input, n_missing)
 
@@ -191,18 +335,13 @@ def load_model_frame(
 def level_codes(frame: pl.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarray, list[str]]:
     """Codes 0..L-1 and labels for a grouping factor (or an interaction of several).
 
-    Levels follow an Enum's or Categorical's order, else sorted values; only
-    levels present in the rows are kept (as lme4 drops unused levels). An
-    interaction's levels are ordered by its components and labelled
-    ``"a:b"`` in the order the factors are named.
+    Levels follow Polars' own order of the column: an Enum's declared order,
+    a Categorical's ordering, otherwise sorted values (numbers numerically,
+    strings by code point). Only levels present in the rows are kept (as
+    lme4 drops unused levels). An interaction's levels are ordered by its
+    components and labelled ``"a:b"`` in the order the factors are named.
     """
-    component_codes = []
-    for name in factors:
-        dtype = frame.schema[name]
-        column = pl.col(name)
-        if isinstance(dtype, (pl.Enum, pl.Categorical)):
-            column = column.to_physical()
-        component_codes.append((column.rank("dense") - 1).cast(pl.Int64))
+    component_codes = [(pl.col(name).rank("dense") - 1).cast(pl.Int64) for name in factors]
     key = component_codes[0]
     if len(component_codes) > 1:
         sizes = [frame.select(c.max() + 1).item() for c in component_codes]

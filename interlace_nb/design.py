@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import polars as pl
 from formulaic import model_matrix
 
@@ -13,11 +15,13 @@ from .data import (
     WEIGHTS_COLUMN,
     DataError,
     ModelFrame,
-    formula_variables,
+    column_names,
+    formula_variable_sources,
+    formulaic_frame,
     level_codes,
     load_model_frame,
 )
-from .formula import ParsedFormula, parse_formula
+from .formula import FormulaError, ParsedFormula, parse_formula
 from .terms import RandomTerm, lme4_term_order
 
 #: lme4's rank tolerance for the fixed-effects model matrix (qr(X, tol = 1e-7)).
@@ -42,6 +46,10 @@ class Design:
     has_offset: bool
 
 
+#: Column types formulaic can read as a numeric variable or a factor.
+_TEMPORAL = (pl.Date, pl.Datetime, pl.Duration, pl.Time)
+
+
 def _column_or_array(value: object, role: str) -> tuple[str | None, np.ndarray | None]:
     """A weights/offset argument is a column name or an array as long as the data."""
     if value is None:
@@ -49,10 +57,20 @@ def _column_or_array(value: object, role: str) -> tuple[str | None, np.ndarray |
     if isinstance(value, str):
         return value, None
     if isinstance(value, pl.Series):
-        return None, value.to_numpy()
-    array = np.asarray(value)
-    if array.ndim != 1 or not np.issubdtype(array.dtype, np.number):
-        raise DataError(f"{role} must be a column name or a 1-d numeric array")
+        if not value.dtype.is_numeric():
+            raise DataError(f"{role} must be numeric; the Series given has type {value.dtype}")
+        return None, value.cast(pl.Float64).to_numpy()
+    try:
+        array = np.asarray(value)
+    except Exception as exc:  # ragged lists and the like
+        raise DataError(f"{role} must be a column name or a 1-d numeric array") from exc
+    if array.ndim != 1 or not (
+        np.issubdtype(array.dtype, np.number) and not np.issubdtype(array.dtype, np.complexfloating)
+    ):
+        raise DataError(
+            f"{role} must be a column name or a 1-d numeric array, got "
+            f"{type(value).__name__} of {array.dtype} with shape {array.shape}"
+        )
     return None, array
 
 
@@ -84,6 +102,78 @@ def _check_numeric_response(frame: pl.DataFrame, response: str) -> None:
             )
 
 
+def _check_variable_types(frame: pl.DataFrame, columns: dict[str, str]) -> None:
+    """Dates and times are neither numbers nor factors to formulaic; say what to do."""
+    for name, role in columns.items():
+        if role.startswith("grouping"):
+            continue
+        dtype = frame.schema[name]
+        if isinstance(dtype, _TEMPORAL):
+            raise DataError(
+                f"column {name!r} ({role}) has type {dtype}; convert it to a number (e.g. "
+                f"days since the first: (pl.col({name!r}) - pl.col({name!r}).min())"
+                ".dt.total_days()) or to a string to use it as a factor"
+            )
+        if role in ("weights", "offset") and not dtype.is_numeric():
+            raise DataError(
+                f"{role} column {name!r} has type {dtype}; it must be numeric "
+                f"(e.g. pl.col({name!r}).cast(pl.Float64))"
+            )
+
+
+_FACTOR_IN_MESSAGE = re.compile(r"factor `(.+?)`")
+_CAUSE_IN_MESSAGE = re.compile(r"\[(\w+): (.*)\]\s*$", re.DOTALL)
+
+
+def _model_matrix(
+    spec: str, frame: pd.DataFrame, role: str, schema: pl.Schema
+) -> object:
+    """formulaic's model_matrix, its failures turned into a DataError naming the term."""
+    try:
+        return model_matrix(spec, frame, output="numpy", na_action="ignore")
+    except Exception as exc:  # formulaic wraps NumPy/pandas errors in several types
+        text = str(exc)
+        found = _FACTOR_IN_MESSAGE.search(text)
+        term = found.group(1) if found else spec
+        cause = _CAUSE_IN_MESSAGE.search(text)
+        kind, detail = (cause.group(1), cause.group(2)) if cause else (type(exc).__name__, text)
+        if kind == "NameError":
+            unknown = re.search(r"name '(.+?)' is not defined", detail)
+            name = unknown.group(1) if unknown else "a name"
+            hint = (
+                f"{name!r} is neither a column of the data nor a function formulaic knows; "
+                "use NumPy functions as np.log(x), or formulaic's C(), scale(), center(), "
+                "poly(), I()"
+            )
+        else:
+            used = [
+                f"{c!r} is {schema[c]}"
+                for c in schema.names()
+                if re.search(rf"(?<![\w.]){re.escape(c)}(?![\w])", term)
+            ]
+            hint = "check the types of the columns it uses" + (
+                f" ({', '.join(used)})" if used else ""
+            )
+        raise DataError(
+            f"{role} term {term!r} could not be evaluated ({kind}: {detail.strip()}); {hint}"
+        ) from exc
+
+
+def _check_factor_levels(matrix: object, role: str, n_dropped: int) -> None:
+    """R refuses contrasts on a factor with one level; formulaic silently drops it."""
+    for factor, (kind, state) in matrix.model_spec.encoder_state.items():  # type: ignore[attr-defined]
+        if getattr(kind, "value", kind) != "categorical":
+            continue
+        levels = list(state.get("categories", []))
+        if len(levels) < 2:
+            after = " after dropping rows with missing values" if n_dropped else ""
+            raise DataError(
+                f"{role} term {factor!r} is a factor with a single level "
+                f"({', '.join(map(repr, levels)) or 'none'}){after}; contrasts need at least "
+                "two levels. Drop the term from the formula or check the data."
+            )
+
+
 def build_design(
     formula: str,
     data: object,
@@ -95,19 +185,24 @@ def build_design(
     """Parse, read the data once, and build y, X and the random terms."""
     parsed = parse_formula(formula)
     if not parsed.random_terms:
-        raise DataError(
-            f"formula {formula!r} has no random-effects term such as (1 | group). "
-            "For a plain regression use statsmodels' OLS (smf.ols) or numpy.linalg.lstsq; "
-            "to fit random intercepts write e.g. 'y ~ x + (1 | subject)'."
+        raise FormulaError(
+            f"formula {formula!r} has no random-effects term such as (1 | group), so it is not "
+            "a mixed model. For a plain regression use statsmodels' OLS (smf.ols) or "
+            "numpy.linalg.lstsq; to fit random intercepts write e.g. 'y ~ x + (1 | subject)'.",
+            formula,
+            len(formula.rstrip()),
         )
+    available = column_names(data)
     columns: dict[str, str] = {}
-    for name in formula_variables(f"0 + {parsed.response}"):
-        columns.setdefault(name, "response")
-    for name in formula_variables(parsed.fixed_rhs):
-        columns.setdefault(name, "fixed-effects")
+
+    def need(rhs: str, role: str) -> None:
+        for name, expr in formula_variable_sources(rhs, available).items():
+            columns.setdefault(name, role if expr == name else f"{role} term {expr!r}")
+
+    need(f"0 + {parsed.response}", "response")
+    need(parsed.fixed_rhs, "fixed-effects")
     for term in parsed.random_terms:
-        for name in formula_variables(term.lhs):
-            columns.setdefault(name, f"random-effects term {term.text}")
+        need(term.lhs, f"random-effects term {term.text}")
         for name in term.factors:
             columns.setdefault(name, f"grouping factor in {term.text}")
     weights_col, weights_array = _column_or_array(weights, "weights")
@@ -124,17 +219,13 @@ def build_design(
     model_frame = load_model_frame(data, columns, na_action=na_action, extra_columns=extra)
     frame = model_frame.frame
     _check_numeric_response(frame, parsed.response)
-    for name, role in columns.items():
-        if role.startswith("grouping"):
-            continue
-        dtype = frame.schema[name]
-        if role in ("weights", "offset") and not dtype.is_numeric():
-            raise DataError(f"{role} column {name!r} has type {dtype}; it must be numeric")
-    pandas_frame = frame.to_pandas()
+    _check_variable_types(frame, columns)
+    pandas_frame = formulaic_frame(frame)
 
-    fixed = model_matrix(
-        f"{parsed.response} ~ {parsed.fixed_rhs}", pandas_frame, output="numpy", na_action="ignore"
+    fixed = _model_matrix(
+        f"{parsed.response} ~ {parsed.fixed_rhs}", pandas_frame, "fixed-effects", frame.schema
     )
+    _check_factor_levels(fixed.rhs, "fixed-effects", model_frame.n_dropped)
     y_matrix = np.asarray(fixed.lhs, dtype=float)
     if y_matrix.ndim != 2 or y_matrix.shape[1] != 1:
         raise DataError(
@@ -154,7 +245,10 @@ def build_design(
     n = len(y)
     terms = []
     for spec in parsed.random_terms:
-        z_matrix = model_matrix(spec.lhs, pandas_frame, output="numpy", na_action="ignore")
+        z_matrix = _model_matrix(
+            spec.lhs, pandas_frame, f"random-effects term {spec.text}", frame.schema
+        )
+        _check_factor_levels(z_matrix, f"random-effects {spec.text}", model_frame.n_dropped)
         z = np.ascontiguousarray(np.asarray(z_matrix, dtype=float))
         _check_finite(z, tuple(z_matrix.model_spec.column_names), f"term in {spec.text}")
         if z.shape[1] == 0:
@@ -177,9 +271,10 @@ def build_design(
         source = weights_col or WEIGHTS_COLUMN
         w = frame.get_column(source).cast(pl.Float64).to_numpy().copy()
         if not (w > 0).all():
+            where = f"weights column {weights_col!r}" if weights_col else "weights"
             raise DataError(
-                f"weights {weights_col or ''} must be positive; found "
-                f"{int((w <= 0).sum())} zero or negative values (drop those rows)"
+                f"{where} must be positive; found {int((w <= 0).sum())} zero or negative "
+                "values (drop those rows or fix the weights)"
             )
     else:
         w = np.ones(n)

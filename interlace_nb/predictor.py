@@ -14,7 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .kernels import gram, lambda_ops
-from .linalg import SparseCholesky
+from .linalg import MAX_DENSE_SIZE, BlockedCholesky, SparseCholesky
 from .terms import RandomTerm
 
 
@@ -135,14 +135,32 @@ def build_gram(
     )
 
 
+def choose_factorization(terms: list[RandomTerm], layout: Layout, method: str) -> str:
+    """'blocked' when the dense Schur block after the first term is small, else 'cholmod'."""
+    if method not in ("auto", "blocked", "cholmod"):
+        raise ValueError(f"factorization must be 'auto', 'blocked' or 'cholmod', got {method!r}")
+    if method != "auto":
+        return method
+    dense_size = layout.q - terms[0].size * terms[0].n_levels
+    return "blocked" if dense_size <= MAX_DENSE_SIZE else "cholmod"
+
+
 class Predictor:
-    """Lambda(theta), the scaled system and its CHOLMOD factor.
+    """Lambda(theta), the scaled system and its factor.
 
     ``update(theta)`` leaves the factor of Lambda'Z'WZ Lambda + I and the
-    scaled right-hand sides Lambda'[Z'WX Z'Wy] ready for the deviance.
+    scaled right-hand sides Lambda'[Z'WX Z'Wy] ready for the deviance. The
+    factorisation is CHOLMOD's (any structure) or the blocked one (first
+    term block diagonal, dense Schur block for the rest).
     """
 
-    def __init__(self, terms: list[RandomTerm], layout: Layout, gram_system: GramSystem):
+    def __init__(
+        self,
+        terms: list[RandomTerm],
+        layout: Layout,
+        gram_system: GramSystem,
+        factorization: str = "auto",
+    ):
         self.terms = terms
         self.layout = layout
         self.gram = gram_system
@@ -154,8 +172,16 @@ class Predictor:
         self._zt_xy = np.column_stack([gram_system.ztx, gram_system.zty])
         self.scaled_rhs = np.empty_like(self._zt_xy)
         self.t_flat = np.zeros(layout.t_flat_size)
-        self.cholesky = SparseCholesky(ztz.indptr, ztz.indices, layout.q)
+        self.factorization = choose_factorization(terms, layout, factorization)
+        if self.factorization == "blocked":
+            first = terms[0]
+            self.system = BlockedCholesky(
+                self._indptr, self._indices, layout.q, first.size * first.n_levels, first.size
+            )
+        else:
+            self.system = SparseCholesky(ztz.indptr, ztz.indices, layout.q)
         self.theta: np.ndarray | None = None
+        self.logdet = float("nan")
 
     def set_theta(self, theta: np.ndarray) -> None:
         """Fill T_k blocks from theta."""
@@ -169,7 +195,7 @@ class Predictor:
         )
 
     def update(self, theta: np.ndarray) -> None:
-        """Rescale by Lambda(theta) and refactor."""
+        """Rescale by Lambda(theta) and refactor; sets ``logdet`` (nan if it failed)."""
         lay = self.layout
         self.set_theta(theta)
         lambda_ops.scale_sparse_gram(
@@ -180,7 +206,7 @@ class Predictor:
             self._zt_xy, lay.col_block_start, lay.col_pos, lay.col_block_size, lay.col_t_offset,
             self.t_flat, self.scaled_rhs,
         )
-        self.cholesky.refactor(self._scaled_data)
+        self.logdet = self.system.factor(self._scaled_data)
         self.theta = np.array(theta, dtype=float)
 
     def lambda_times(self, u: np.ndarray) -> np.ndarray:
@@ -203,3 +229,9 @@ class Predictor:
             t = self.t_flat[start : start + p * p].reshape(p, p)
             out.append(t @ t.T)
         return out
+
+    def inverse_diagonal_blocks(self, k: int) -> np.ndarray:
+        """Diagonal blocks of (Lambda'Z'WZ Lambda + I)^-1 for term k's levels."""
+        term = self.terms[k]
+        starts = self.layout.term_col_offset[k] + np.arange(term.n_levels) * term.size
+        return self.system.inverse_diagonal_blocks(starts.astype(np.int64), term.size)

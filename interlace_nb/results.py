@@ -120,6 +120,7 @@ def fit_stats_frame(model: LinearMixedModel) -> pl.DataFrame:
             "converged": [model.converged],
             "singular": [model.singular],
             "n_evals": [model.n_evals],
+            "factorization": [model.predictor.factorization],
             "fit_seconds": [model.fit_seconds],
         },
         schema_overrides={"reml_criterion": pl.Float64, "n_evals": pl.Int64},

@@ -40,9 +40,9 @@ class RandomTerm:
 
     def theta_lower(self) -> np.ndarray:
         """0 for diagonal entries (column-major lower triangle), -inf elsewhere."""
-        return np.array(
-            [0.0 if row == col else -np.inf for col in range(self.size) for row in range(col, self.size)]
-        )
+        p = self.size
+        diagonal = [row == col for col in range(p) for row in range(col, p)]
+        return np.where(diagonal, 0.0, -np.inf)
 
     def theta_start(self) -> np.ndarray:
         """lme4's start: the identity."""
@@ -50,8 +50,8 @@ class RandomTerm:
 
     def theta_names(self) -> list[tuple[str, str]]:
         """(row term, column term) name pairs for each theta entry."""
-        names = self.column_names
-        return [(names[row], names[col]) for col in range(self.size) for row in range(col, self.size)]
+        names, p = self.column_names, self.size
+        return [(names[row], names[col]) for col in range(p) for row in range(col, p)]
 
 
 def lme4_term_order(terms: list[RandomTerm]) -> list[RandomTerm]:
@@ -62,7 +62,7 @@ def lme4_term_order(terms: list[RandomTerm]) -> list[RandomTerm]:
     order of ties. Matching it keeps theta and the output in lme4's order.
     """
     n_levels = [t.n_levels for t in terms]
-    if not any(b > a for a, b in zip(n_levels, n_levels[1:])):
+    if not any(b > a for a, b in zip(n_levels[:-1], n_levels[1:], strict=True)):
         return list(terms)
     ascending = sorted(range(len(terms)), key=lambda k: n_levels[k])
     return [terms[k] for k in reversed(ascending)]

@@ -7,7 +7,6 @@ in that block), ``col_block_size`` (p_k) and ``col_t_offset`` (where T_k
 starts in the flat, row-major ``t_flat``).
 """
 
-import numpy as np
 
 from .config import kernel
 

@@ -12,9 +12,9 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import load_dataset, load_reference_cases, r_name
 
 import interlace_nb as ib
-from conftest import load_dataset, load_reference_cases, r_name
 
 CASES = load_reference_cases()
 

@@ -43,29 +43,29 @@ def solve_at(predictor: Predictor, theta: np.ndarray, reml: bool) -> LmmSolution
     gram = predictor.gram
     p = gram.xtx.shape[0]
     n = gram.n
-    rhs = predictor.scaled_rhs
-    solved = predictor.cholesky.solve(rhs)
-    cross = rhs.T @ solved
-    schur = gram.xtx - cross[:p, :p]
-    ld_l2 = predictor.cholesky.logdet()
+    q = predictor.layout.q
+    ld_l2 = predictor.logdet
+    if not np.isfinite(ld_l2):
+        return _failed(p, q)
+    half = predictor.system.forward(predictor.scaled_rhs)
+    cross = half.T @ half
     if p:
         try:
-            rx = cholesky(schur, lower=False)
+            rx = cholesky(gram.xtx - cross[:p, :p], lower=False)
         except np.linalg.LinAlgError:
-            return _failed(p, predictor.layout.q)
+            return _failed(p, q)
         c_beta = solve_triangular(rx, gram.xty - cross[:p, p], trans="T")
         beta = solve_triangular(rx, c_beta)
         ld_rx2 = 2.0 * float(np.log(np.diag(rx)).sum())
         pwrss = gram.yty - cross[p, p] - float(c_beta @ c_beta)
-        u = solved[:, p] - solved[:, :p] @ beta
     else:
         rx = np.zeros((0, 0))
         beta = np.zeros(0)
         ld_rx2 = 0.0
         pwrss = gram.yty - cross[0, 0]
-        u = solved[:, 0].copy()
     if not pwrss > 0.0:
-        return _failed(p, predictor.layout.q)
+        return _failed(p, q)
+    u = predictor.system.backward(half[:, p] - half[:, :p] @ beta)
     dof = n - p if reml else n
     objective = ld_l2 - gram.sum_log_weights + dof * (1.0 + LOG_2PI + np.log(pwrss / dof))
     if reml:

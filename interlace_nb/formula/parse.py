@@ -8,9 +8,15 @@ Expansions follow lme4: ``(1 + x || g)`` is ``(1 | g) + (0 + x | g)`` and
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
+from formulaic import Formula
+from formulaic.errors import FormulaicError
+
 _IDENT_EXTRA = "._"
+_OPENER = {")": "(", "]": "["}
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class FormulaError(ValueError):
@@ -19,8 +25,10 @@ class FormulaError(ValueError):
     def __init__(self, message: str, formula: str | None = None, position: int | None = None):
         text = message
         if formula is not None and position is not None:
-            text = f"{message}\n  {formula}\n  {' ' * position}^"
+            shown = formula.replace("\n", " ").replace("\t", " ").replace("\r", " ")
+            text = f"{message}\n  {shown}\n  {' ' * position}^"
         super().__init__(text)
+        self.formula = formula
         self.position = position
 
 
@@ -51,27 +59,45 @@ class ParsedFormula:
 def _split_top_level(text: str, sep: str, offset: int, formula: str) -> list[tuple[str, int]]:
     """Split ``text`` on ``sep`` at parenthesis depth 0; keep each piece's start offset."""
     pieces: list[tuple[str, int]] = []
-    depth = 0
+    opened: list[int] = []
     start = 0
     i = 0
     while i < len(text):
         ch = text[i]
         if ch in "([":
-            depth += 1
+            opened.append(i)
         elif ch in ")]":
-            depth -= 1
-            if depth < 0:
-                raise FormulaError("unmatched ')'", formula, offset + i)
-        elif depth == 0 and text.startswith(sep, i):
+            _close(opened, text, ch, formula, offset + i)
+        elif not opened and text.startswith(sep, i):
             pieces.append((text[start:i], offset + start))
             i += len(sep)
             start = i
             continue
         i += 1
-    if depth != 0:
-        raise FormulaError("unclosed '('", formula, offset + text.rfind("("))
+    _check_all_closed(opened, text, formula, offset)
     pieces.append((text[start:], offset + start))
     return pieces
+
+
+def _close(opened: list[int], text: str, ch: str, formula: str, at: int) -> None:
+    """Pop the bracket that ``ch`` closes; a closer without (or unlike) its opener is an error."""
+    if not opened:
+        raise FormulaError(f"unmatched '{ch}'", formula, at)
+    if text[opened[-1]] != _OPENER[ch]:
+        raise FormulaError(
+            f"'{ch}' does not match the '{text[opened[-1]]}' it closes", formula, at
+        )
+    opened.pop()
+
+
+def _check_all_closed(opened: list[int], text: str, formula: str, offset: int) -> None:
+    """Point at the outermost bracket left open (the one a ')' is missing for)."""
+    if opened:
+        bracket = text[opened[0]]
+        closer = ")" if bracket == "(" else "]"
+        raise FormulaError(
+            f"unclosed '{bracket}': add the matching '{closer}'", formula, offset + opened[0]
+        )
 
 
 def _strip(piece: str, at: int) -> tuple[str, int]:
@@ -83,25 +109,22 @@ def _strip(piece: str, at: int) -> tuple[str, int]:
 def _signed_summands(text: str, offset: int, formula: str) -> list[tuple[str, str, int]]:
     """Split a right-hand side into (sign, summand, offset) at depth-0 '+' and '-'."""
     out: list[tuple[str, str, int]] = []
-    depth = 0
+    opened: list[int] = []
     sign = "+"
     start = 0
     for i, ch in enumerate(text + "+"):
         if ch in "([":
-            depth += 1
+            opened.append(i)
         elif ch in ")]":
-            depth -= 1
-            if depth < 0:
-                raise FormulaError("unmatched ')'", formula, offset + i)
-        elif depth == 0 and ch in "+-":
+            _close(opened, text, ch, formula, offset + i)
+        elif not opened and ch in "+-":
             piece, at = _strip(text[start:i], offset + start)
             leading_unary_minus = not out and not piece and ch == "-"
             if not leading_unary_minus:
                 out.append((sign, piece, at))
             sign = ch
             start = i + 1
-    if depth != 0:
-        raise FormulaError("unclosed '('", formula, offset + text.rfind("("))
+    _check_all_closed(opened, text, formula, offset)
     return out
 
 
@@ -116,6 +139,39 @@ def _is_wrapped(text: str) -> bool:
         if depth == 0 and i < len(text) - 1:
             return False
     return True
+
+
+def _check_formulaic_syntax(piece: str, at: int, formula: str, where: str) -> None:
+    """Let formulaic parse one piece now, so its syntax errors point into the formula.
+
+    formulaic marks the offending token with ``⧛ ... ⧚`` in its message; the
+    marker's index in that context line is the token's offset within ``piece``.
+    """
+    try:
+        Formula(piece)
+    except (FormulaicError, SyntaxError, ValueError) as exc:
+        text = _ANSI.sub("", str(exc))
+        headline, _, context = text.partition("\n\n")
+        marker = context.find("\u29db")
+        position = at + marker if marker >= 0 and context.replace("\u29db", "").replace(
+            "\u29da", ""
+        ) == piece else at
+        raise FormulaError(
+            f"cannot read {where} {piece!r}: {headline.strip()}", formula, position
+        ) from exc
+
+
+def _bar_inside(piece: str) -> int | None:
+    """Offset of the outermost '(' that encloses a '|' in ``piece``, if any."""
+    opened: list[int] = []
+    for i, ch in enumerate(piece):
+        if ch == "(":
+            opened.append(i)
+        elif ch == ")" and opened:
+            opened.pop()
+        elif ch == "|" and opened:
+            return opened[0]
+    return None
 
 
 def _check_factor_name(name: str, formula: str, at: int) -> str:
@@ -198,6 +254,7 @@ def _parse_bar(inner: str, inner_at: int, formula: str, text: str) -> list[Rando
             raise FormulaError("random term has no effects", formula, lhs_at)
     else:
         lhs_list = [lhs]
+    _check_formulaic_syntax(lhs, lhs_at, formula, "random-effects term")
     return [
         RandomTermSpec(lhs=one_lhs, factors=factors, group=name, text=text)
         for factors, name in groups
@@ -218,6 +275,7 @@ def parse_formula(formula: str) -> ParsedFormula:
         raise FormulaError("missing response on the left of '~'", formula, response_at)
     if not rhs:
         raise FormulaError("missing right-hand side after '~'", formula, rhs_at)
+    _check_formulaic_syntax(response, response_at, formula, "response")
     fixed: list[str] = []
     random_terms: list[RandomTermSpec] = []
     for sign, piece, piece_at in _signed_summands(rhs, rhs_at, formula):
@@ -228,12 +286,28 @@ def parse_formula(formula: str) -> ParsedFormula:
                 raise FormulaError("a random term cannot be subtracted", formula, piece_at)
             random_terms.extend(_parse_bar(piece[1:-1], piece_at + 1, formula, piece))
         elif "|" in piece:
+            inner = _bar_inside(piece)
+            if inner is not None and inner > 0:
+                raise FormulaError(
+                    "a random term must be a term of its own, joined with '+', "
+                    "as in 'y ~ x + (1 | g)'",
+                    formula,
+                    piece_at + inner,
+                )
             raise FormulaError(
                 "a random term must be wrapped in parentheses, as in (1 | g)",
                 formula,
                 piece_at + piece.index("|"),
             )
+        elif piece.replace(" ", "").startswith("offset("):
+            raise FormulaError(
+                "offset(...) terms are not read from the formula; pass the column or an "
+                "array as lmm(..., offset=...)",
+                formula,
+                piece_at,
+            )
         else:
+            _check_formulaic_syntax(piece, piece_at, formula, "fixed-effects term")
             fixed.append(piece if sign == "+" else f"- {piece}")
     fixed_rhs = " + ".join(fixed).replace("+ -", "-") if fixed else "1"
     if fixed and fixed[0].startswith("-"):

@@ -8,13 +8,17 @@ import numpy as np
 import scipy.sparse as sp
 from sksparse.cholmod import CholmodNotPositiveDefiniteError, analyze
 
+from ..kernels import selinv
+
 
 class SparseCholesky:
     """Factor ``A + I`` for matrices that share one sparsity pattern.
 
     The fill-reducing ordering and symbolic analysis are done once in the
-    constructor; ``refactor`` redoes only the numeric factorisation.
+    constructor; ``factor`` redoes only the numeric factorisation.
     """
+
+    name = "cholmod"
 
     def __init__(self, indptr: np.ndarray, indices: np.ndarray, q: int):
         self.indptr = indptr
@@ -25,24 +29,36 @@ class SparseCholesky:
             warnings.simplefilter("ignore")
             self._factor = analyze(pattern)
 
-    def refactor(self, data: np.ndarray) -> None:
-        """Numerically factor ``A + I`` where A has the stored pattern and ``data``."""
+    def factor(self, data: np.ndarray) -> float:
+        """Factor ``A + I`` (A with the stored pattern and ``data``); return log det."""
         matrix = sp.csc_matrix((data, self.indices, self.indptr), shape=(self.q, self.q))
         try:
             self._factor.cholesky_inplace(matrix, beta=1.0)
-        except CholmodNotPositiveDefiniteError as err:  # A + I is SPD in exact arithmetic
-            raise FloatingPointError(f"CHOLMOD lost positive definiteness: {err}") from err
-
-    def logdet(self) -> float:
-        """log det(A + I) from the current factor."""
+        except CholmodNotPositiveDefiniteError:
+            return float("nan")
         return float(self._factor.logdet())
 
-    def solve(self, rhs: np.ndarray) -> np.ndarray:
-        """(A + I)^{-1} rhs."""
-        return self._factor(rhs)
+    def forward(self, rhs: np.ndarray) -> np.ndarray:
+        """c = L^-1 P rhs, so that rhs' (A+I)^-1 rhs = c'c."""
+        return self._factor.solve_L(self._factor.apply_P(rhs), use_LDLt_decomposition=False)
 
-    def lower_factor(self) -> tuple[sp.csc_matrix, np.ndarray]:
-        """L (simplicial, CSC, sorted) and the permutation P with P (A+I) P' = L L'."""
+    def backward(self, w: np.ndarray) -> np.ndarray:
+        """u = P' L^-T w: with w = forward(r), u = (A+I)^-1 r."""
+        return self._factor.apply_Pt(self._factor.solve_Lt(w, use_LDLt_decomposition=False))
+
+    def inverse_diagonal_blocks(self, block_starts: np.ndarray, block_size: int) -> np.ndarray:
+        """Diagonal blocks of (A+I)^-1 by selected inversion (Takahashi) on L's pattern."""
         lower = self._factor.copy().L().tocsc()  # L() converts in place: work on a copy
         lower.sort_indices()
-        return lower, np.asarray(self._factor.P(), dtype=np.int64)
+        perm = np.asarray(self._factor.P(), dtype=np.int64)
+        indptr = lower.indptr.astype(np.int64)
+        indices = lower.indices.astype(np.int64)
+        values = selinv.takahashi_inverse(indptr, indices, lower.data)
+        inverse_perm = np.empty_like(perm)
+        inverse_perm[perm] = np.arange(len(perm))
+        out = np.empty((len(block_starts), block_size, block_size))
+        selinv.diagonal_blocks(
+            indptr, indices, values, inverse_perm, block_starts,
+            np.full(len(block_starts), block_size, dtype=np.int64), out,
+        )
+        return out

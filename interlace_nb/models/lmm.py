@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
+from .. import results
 from ..design import Design, build_design
 from ..fitting.lmm import LmmSolution, solve_at
 from ..fitting.optimize import (
@@ -17,9 +18,8 @@ from ..fitting.optimize import (
     finite_difference_derivatives,
     minimize_bobyqa,
 )
-from ..kernels import effects, selinv
+from ..kernels import effects
 from ..predictor import Predictor, build_gram, build_layout
-from .. import results
 
 #: lme4's isSingular tolerance on theta entries with a lower bound of zero.
 SINGULAR_TOLERANCE = 1e-4
@@ -50,6 +50,7 @@ class LinearMixedModel:
         weights: object = None,
         offset: object = None,
         na_action: str = "omit",
+        factorization: str = "auto",
     ):
         started = time.perf_counter()
         self.formula = formula
@@ -62,7 +63,7 @@ class LinearMixedModel:
         self.layout = build_layout(self.terms)
         y_eff = d.y - d.offset
         gram_system = build_gram(self.terms, self.layout, d.x, y_eff, d.weights)
-        self.predictor = Predictor(self.terms, self.layout, gram_system)
+        self.predictor = Predictor(self.terms, self.layout, gram_system, factorization)
         self.setup_seconds = time.perf_counter() - started
         self.theta_lower = np.concatenate([t.theta_lower() for t in self.terms])
         self._solution: LmmSolution | None = None
@@ -153,7 +154,8 @@ class LinearMixedModel:
     @property
     def theta(self) -> np.ndarray:
         """Relative covariance factor entries (lme4's getME(m, 'theta'))."""
-        self.solution  # raises when not fitted
+        if self._solution is None:
+            raise RuntimeError("the model is not fitted yet; call fit()")
         return self._theta_hat.copy()
 
     @property
@@ -217,23 +219,13 @@ class LinearMixedModel:
     @cached_property
     def _conditional_variances(self) -> list[np.ndarray]:
         """Per term, (n_levels x p x p) conditional covariances of b given y."""
-        lower, perm = self._predictor_at_optimum().cholesky.lower_factor()
-        indptr = lower.indptr.astype(np.int64)
-        indices = lower.indices.astype(np.int64)
-        inverse_values = selinv.takahashi_inverse(indptr, indices, lower.data)
-        inverse_perm = np.empty_like(perm)
-        inverse_perm[perm] = np.arange(len(perm))
+        predictor = self._predictor_at_optimum()
         out = []
         for k, term in enumerate(self.terms):
             p = term.size
-            starts = self.layout.term_col_offset[k] + np.arange(term.n_levels) * p
-            blocks = np.empty((term.n_levels, p, p))
-            selinv.diagonal_blocks(
-                indptr, indices, inverse_values, inverse_perm, starts,
-                np.full(term.n_levels, p, dtype=np.int64), blocks,
-            )
+            blocks = predictor.inverse_diagonal_blocks(k)
             t_start = self.layout.term_t_offset[k]
-            t = self.predictor.t_flat[t_start : t_start + p * p].reshape(p, p)
+            t = predictor.t_flat[t_start : t_start + p * p].reshape(p, p)
             out.append(self.scale * np.einsum("ij,ljk,mk->lim", t, blocks, t))
         return out
 

@@ -1,0 +1,109 @@
+"""The benchmark problems: a data source, a formula and the criterion (REML or ML).
+
+A problem's ``load()`` returns a Polars DataFrame; ``r_factors`` names the
+columns R must turn into factors so that lme4 fits the same model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from .simulate import simulate_crossed
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = REPO_ROOT / "tests" / "reference" / "data"
+
+#: R factors in InstEval.csv (as tests/conftest.py FACTOR_COLUMNS): read as strings.
+INSTEVAL_FACTORS = ["s", "d", "studage", "lectage", "service", "dept"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One benchmark problem."""
+
+    name: str
+    source: Callable[..., pl.DataFrame]
+    formula: str
+    reml: bool = True
+    args: dict[str, Any] = field(default_factory=dict)
+    r_factors: tuple[str, ...] = ("s", "i")
+    description: str = ""
+
+    def load(self) -> pl.DataFrame:
+        """The problem's data (simulated with its seed, or read from disk)."""
+        return self.source(**self.args)
+
+
+def load_insteval(service_dummy: bool = False) -> pl.DataFrame:
+    """InstEval with factor columns as strings; ``service_dummy`` makes service 0/1 float."""
+    overrides = {name: pl.String for name in INSTEVAL_FACTORS}
+    frame = pl.read_csv(DATA_DIR / "InstEval.csv", schema_overrides=overrides)
+    if service_dummy:
+        frame = frame.with_columns(pl.col("service").cast(pl.Float64))
+    return frame
+
+
+CROSSED_FORMULA = "y ~ x + (1|s) + (1|i)"
+INSTEVAL_FACTOR_NAMES = ("s", "d", "studage", "lectage", "dept")
+
+PROBLEMS: dict[str, Problem] = {
+    p.name: p
+    for p in [
+        Problem(
+            "crossed_100k",
+            simulate_crossed,
+            CROSSED_FORMULA,
+            args={"n_rows": 100_000, "n_subjects": 2_000, "n_items": 500, "seed": 1},
+            description="100k rows, 2,000 subjects x 500 items (Zipf items, lognormal subjects)",
+        ),
+        Problem(
+            "crossed_1m",
+            simulate_crossed,
+            CROSSED_FORMULA,
+            args={"n_rows": 1_000_000, "n_subjects": 20_000, "n_items": 2_000, "seed": 2},
+            description="1M rows, 20,000 subjects x 2,000 items",
+        ),
+        Problem(
+            "slopes_100k",
+            simulate_crossed,
+            "y ~ x + (1 + x|s) + (1|i)",
+            args={
+                "n_rows": 100_000, "n_subjects": 2_000, "n_items": 500, "seed": 3,
+                "sd_slope": 0.3,
+            },
+            description="crossed_100k's design with correlated subject slopes",
+        ),
+        Problem(
+            "insteval",
+            load_insteval,
+            "y ~ 1 + service + (1|s) + (1|d) + (1|dept)",
+            r_factors=(*INSTEVAL_FACTOR_NAMES, "service"),
+            description="lme4's InstEval: 73,421 rows, 2,972 students x 1,128 lecturers x 14 depts",
+        ),
+        Problem(
+            "insteval_service",
+            load_insteval,
+            "y ~ 1 + service + (1|s) + (1|d) + (1|dept) + (0 + service|dept)",
+            args={"service_dummy": True},
+            r_factors=INSTEVAL_FACTOR_NAMES,
+            description="InstEval plus a per-department service effect (service as 0/1 dummy)",
+        ),
+    ]
+}
+
+
+def get_problems(names: str | None) -> list[Problem]:
+    """Problems by comma-separated names (all when ``names`` is None)."""
+    if not names:
+        return list(PROBLEMS.values())
+    chosen = []
+    for name in (n.strip() for n in names.split(",")):
+        if name not in PROBLEMS:
+            raise SystemExit(f"unknown problem {name!r}; known: {', '.join(PROBLEMS)}")
+        chosen.append(PROBLEMS[name])
+    return chosen

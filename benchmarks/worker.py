@@ -1,0 +1,115 @@
+"""One measured interlace_nb fit, run in a fresh process by benchmarks.run.
+
+Order: import, warm up Numba on a tiny model (loads or compiles the kernels;
+timed apart), read the data, note the peak RSS so far (baseline), then time
+model construction and ``fit()``, note the peak RSS again. Prints one JSON
+line on stdout.
+
+    python -m benchmarks.worker '{"data": "x.parquet", "formula": "...", "reml": true}'
+    python -m benchmarks.worker --warmup-only
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+import warnings
+
+started = time.perf_counter()
+
+import numpy as np  # noqa: E402
+import polars as pl  # noqa: E402
+
+import interlace_nb  # noqa: E402
+
+from .simulate import simulate_crossed  # noqa: E402
+
+IMPORT_SECONDS = time.perf_counter() - started
+
+#: Exercises every kernel the LMM fit uses (scalar and 2 x 2 blocks).
+WARMUP_FORMULA = "y ~ x + (1 + x|s) + (1|i)"
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def warm_up() -> float:
+    """Fit a tiny model so that compile / cache-load time stays out of the timings."""
+    t0 = time.perf_counter()
+    data = simulate_crossed(2_000, 40, 20, seed=0, sd_slope=0.3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = interlace_nb.LinearMixedModel(WARMUP_FORMULA, data, reml=True).fit()
+        model.ranef()
+        model.fittedvalues  # noqa: B018
+    return time.perf_counter() - t0
+
+
+def measure(spec: dict) -> dict:
+    """Time construction and fit of the model ``spec`` describes."""
+    warmup_seconds = warm_up()
+    t0 = time.perf_counter()
+    data = pl.read_parquet(spec["data"])
+    load_seconds = time.perf_counter() - t0
+    baseline = peak_rss_mb()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        t0 = time.perf_counter()
+        model = interlace_nb.LinearMixedModel(spec["formula"], data, reml=spec["reml"])
+        setup_seconds = time.perf_counter() - t0
+        calls = [0]
+        objective = model.objective
+
+        def counted(theta: np.ndarray) -> float:
+            calls[0] += 1
+            return objective(theta)
+
+        model.objective = counted  # counts the derivative checks too
+        t0 = time.perf_counter()
+        model.fit()
+        fit_seconds = time.perf_counter() - t0
+    peak = peak_rss_mb()
+
+    theta = model.theta
+    eval_times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        objective(theta)
+        eval_times.append(time.perf_counter() - t0)
+    criterion = model.reml_criterion if spec["reml"] else model.deviance
+    return {
+        "import_s": IMPORT_SECONDS,
+        "warmup_s": warmup_seconds,
+        "load_s": load_seconds,
+        "setup_s": setup_seconds,
+        "fit_s": fit_seconds,
+        "total_s": setup_seconds + fit_seconds,
+        "n_evals": model.n_evals,
+        "n_calls": calls[0],
+        "eval_s": float(np.median(eval_times)),
+        "criterion": float(criterion),
+        "theta": theta.tolist(),
+        "beta": model.beta.tolist(),
+        "baseline_mb": baseline,
+        "peak_mb": peak,
+        "delta_mb": peak - baseline,
+        "converged": model.converged,
+        "warnings": sorted({str(w.message) for w in caught}),
+    }
+
+
+def main(argv: list[str]) -> None:
+    if argv == ["--warmup-only"]:
+        result = {"import_s": IMPORT_SECONDS, "warmup_s": warm_up()}
+    else:
+        result = measure(json.loads(argv[0]))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

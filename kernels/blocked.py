@@ -1,0 +1,229 @@
+"""Blocked Cholesky for crossed designs (MixedModels.jl's layout).
+
+The scaled system A = Lambda'Z'WZ Lambda + I is split after the first term
+(the grouping factor with most levels). Its block A11 is block diagonal (one
+p1 x p1 block per level, since a row has one level), so
+
+    L11 = chol(A11) blockwise,  L21 = A21 L11^-T (sparse, A21's pattern),
+    S   = A22 - L21 L21'        (dense: all fill lands here),  L22 = chol(S).
+
+The input is the full symmetric, block-complete CSC of the scaled system
+without the identity. In a column of the first term the rows are the level's
+own p1 rows, then rows >= q1 (the other terms' levels it meets).
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from .config import NJIT_OPTIONS, kernel
+
+
+@kernel
+def _small_cholesky(block, p):
+    """In-place lower Cholesky of a small p x p SPD block; returns False if not SPD."""
+    for j in range(p):
+        total = block[j, j]
+        for k in range(j):
+            total -= block[j, k] * block[j, k]
+        if total <= 0.0:
+            return False
+        diag = np.sqrt(total)
+        block[j, j] = diag
+        for i in range(j + 1, p):
+            acc = block[i, j]
+            for k in range(j):
+                acc -= block[i, k] * block[j, k]
+            block[i, j] = acc / diag
+        for i in range(j):
+            block[i, j] = 0.0
+    return True
+
+
+@kernel
+def factor_first_term(indptr, indices, scaled, q1, p1, l11_out, l21_out):
+    """Per level j of the first term: L11_j = chol(A11_j + I), L21_j = A21_j L11_j^-T.
+
+    ``l21_out`` is laid out like ``scaled``; only entries in first-term
+    columns at rows >= q1 are written. Returns sum(log diag L11)*2, or nan
+    if a block is not positive definite.
+    """
+    n_levels = q1 // p1
+    logdet = 0.0
+    ok = True
+    for j in range(n_levels):
+        c0 = j * p1
+        block = l11_out[j]
+        for t in range(p1):
+            start = indptr[c0 + t]
+            for r in range(p1):
+                block[r, t] = scaled[start + r]
+            block[t, t] += 1.0
+        if not _small_cholesky(block, p1):
+            ok = False
+            continue
+        for t in range(p1):
+            logdet += 2.0 * np.log(block[t, t])
+        n_rows = indptr[c0 + 1] - indptr[c0] - p1
+        for a in range(n_rows):
+            # forward substitution: L11_j x = A21_j[a, :]
+            for t in range(p1):
+                pos = indptr[c0 + t] + p1 + a
+                acc = scaled[pos]
+                for s in range(t):
+                    acc -= block[t, s] * l21_out[indptr[c0 + s] + p1 + a]
+                l21_out[pos] = acc / block[t, t]
+    if not ok:
+        return np.nan
+    return logdet
+
+
+@kernel
+def fill_schur(indptr, indices, scaled, q1, schur_out):
+    """Lower triangle of A22 + I into the dense m x m ``schur_out`` (m = q - q1)."""
+    q = indptr.shape[0] - 1
+    m = q - q1
+    for c in range(m):
+        for r in range(c, m):
+            schur_out[r, c] = 0.0
+    for c in range(q1, q):
+        for k in range(indptr[c], indptr[c + 1]):
+            r = indices[k]
+            if r >= c:
+                schur_out[r - q1, c - q1] = scaled[k]
+        schur_out[c - q1, c - q1] += 1.0
+
+
+@njit(parallel=True, **NJIT_OPTIONS)
+def downdate_schur(indptr, indices, l21, q1, p1, row_bounds, schur):
+    """S -= L21 L21' (lower triangle), in parallel over row bands of S.
+
+    Each band of rows ``[row_bounds[b], row_bounds[b+1])`` is owned by one
+    task, which scans every first-term level and applies only the products
+    that land in its rows: no two tasks write the same entry, so no atomics.
+    """
+    n_levels = q1 // p1
+    n_bands = row_bounds.shape[0] - 1
+    for band in prange(n_bands):
+        lo = row_bounds[band] + q1
+        hi = row_bounds[band + 1] + q1
+        for j in range(n_levels):
+            c0 = j * p1
+            first = indptr[c0] + p1
+            last = indptr[c0 + 1]
+            # rows are sorted: skip to the first row >= lo
+            a_lo = first
+            a_hi = last
+            while a_lo < a_hi:
+                mid = (a_lo + a_hi) // 2
+                if indices[mid] < lo:
+                    a_lo = mid + 1
+                else:
+                    a_hi = mid
+            for a in range(a_lo, last):
+                row = indices[a]
+                if row >= hi:
+                    break
+                ra = row - q1
+                offset_a = a - first
+                for b in range(first, a + 1):
+                    offset_b = b - first
+                    total = 0.0
+                    for t in range(p1):
+                        base = indptr[c0 + t] + p1
+                        total += l21[base + offset_a] * l21[base + offset_b]
+                    schur[ra, indices[b] - q1] -= total
+
+
+@kernel
+def forward_first_term(indptr, indices, l11, l21, q1, p1, rhs, c1_out, r2_out):
+    """c1 = L11^-1 r1 blockwise and r2 -= L21 c1 (r2_out starts as rhs[q1:])."""
+    n_levels = q1 // p1
+    m = rhs.shape[1]
+    for j in range(n_levels):
+        c0 = j * p1
+        block = l11[j]
+        for col in range(m):
+            for t in range(p1):
+                acc = rhs[c0 + t, col]
+                for s in range(t):
+                    acc -= block[t, s] * c1_out[c0 + s, col]
+                c1_out[c0 + t, col] = acc / block[t, t]
+        first = indptr[c0] + p1
+        for a in range(first, indptr[c0 + 1]):
+            row = indices[a] - q1
+            offset = a - first
+            for t in range(p1):
+                value = l21[indptr[c0 + t] + p1 + offset]
+                for col in range(m):
+                    r2_out[row, col] -= value * c1_out[c0 + t, col]
+
+
+@kernel
+def backward_first_term(indptr, indices, l11, l21, q1, p1, w1, u2, u1_out):
+    """u1 = L11^-T (w1 - L21' u2) blockwise."""
+    n_levels = q1 // p1
+    m = w1.shape[1]
+    for j in range(n_levels):
+        c0 = j * p1
+        block = l11[j]
+        first = indptr[c0] + p1
+        for col in range(m):
+            for t in range(p1):
+                acc = w1[c0 + t, col]
+                base = indptr[c0 + t] + p1
+                for a in range(first, indptr[c0 + 1]):
+                    acc -= l21[base + a - first] * u2[indices[a] - q1, col]
+                u1_out[c0 + t, col] = acc
+            for t in range(p1 - 1, -1, -1):
+                acc = u1_out[c0 + t, col]
+                for s in range(t + 1, p1):
+                    acc -= block[s, t] * u1_out[c0 + s, col]
+                u1_out[c0 + t, col] = acc / block[t, t]
+
+
+@kernel
+def first_term_inverse_blocks(indptr, indices, l11, l21, q1, p1, schur_inverse, out):
+    """Diagonal blocks of A^-1 for the first term's levels.
+
+    (A^-1)_jj = L11_j^-T (I + L21_j' S^-1[R_j, R_j] L21_j) L11_j^-1, with
+    ``schur_inverse`` the full dense S^-1.
+    """
+    n_levels = q1 // p1
+    middle = np.empty((p1, p1))
+    inv_l = np.empty((p1, p1))
+    for j in range(n_levels):
+        c0 = j * p1
+        first = indptr[c0] + p1
+        n_rows = indptr[c0 + 1] - first
+        for s in range(p1):
+            for t in range(p1):
+                total = 1.0 if s == t else 0.0
+                base_s = indptr[c0 + s] + p1
+                base_t = indptr[c0 + t] + p1
+                for a in range(n_rows):
+                    ra = indices[first + a] - q1
+                    la = l21[base_s + a]
+                    if la == 0.0:
+                        continue
+                    for b in range(n_rows):
+                        rb = indices[first + b] - q1
+                        total += la * schur_inverse[ra, rb] * l21[base_t + b]
+                middle[s, t] = total
+        # inverse of the small lower-triangular L11_j
+        block = l11[j]
+        for col in range(p1):
+            for row in range(p1):
+                inv_l[row, col] = 0.0
+            inv_l[col, col] = 1.0 / block[col, col]
+            for row in range(col + 1, p1):
+                acc = 0.0
+                for k in range(col, row):
+                    acc -= block[row, k] * inv_l[k, col]
+                inv_l[row, col] = acc / block[row, row]
+        for s in range(p1):
+            for t in range(p1):
+                total = 0.0
+                for a in range(p1):
+                    for b in range(p1):
+                        total += inv_l[a, s] * middle[a, b] * inv_l[b, t]
+                out[j, s, t] = total

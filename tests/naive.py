@@ -1,0 +1,338 @@
+"""Slow, obvious NumPy twins of the Numba kernels and a dense reference fit.
+
+Every function here builds dense matrices explicitly (Z from codes and
+covariates, block-diagonal Lambda from theta, full inverses) so that it is
+right by inspection. The kernel tests compare each kernel with its twin; the
+property tests compare the sparse engine's criterion, conditional modes and
+conditional variances with :func:`dense_criterion`.
+
+Conventions (as in ``kernels/``): term k has ``p_k`` effects per level and its
+columns of Z are level-major, level ``l`` owning columns
+``offset_k + l * p_k + r``; theta holds each T_k's lower triangle column by
+column; ``t_flat`` holds each T_k row-major.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+# ----------------------------------------------------------------- layout
+
+
+@dataclass(frozen=True)
+class NaiveLayout:
+    """Per-term and per-column metadata, built by hand the obvious way."""
+
+    term_col_offset: np.ndarray
+    term_size: np.ndarray
+    term_theta_offset: np.ndarray
+    term_t_offset: np.ndarray
+    col_block_start: np.ndarray
+    col_pos: np.ndarray
+    col_block_size: np.ndarray
+    col_t_offset: np.ndarray
+    q: int
+    n_theta: int
+    t_flat_size: int
+
+
+def layout(sizes: list[int], n_levels: list[int]) -> NaiveLayout:
+    """Column metadata for terms with ``sizes[k]`` effects and ``n_levels[k]`` levels."""
+    col_offset, theta_offset, t_offset = [], [], []
+    block_start, pos, block_size, col_t = [], [], [], []
+    col = theta = t = 0
+    for p, nl in zip(sizes, n_levels, strict=True):
+        col_offset.append(col)
+        theta_offset.append(theta)
+        t_offset.append(t)
+        for level in range(nl):
+            for r in range(p):
+                block_start.append(col + level * p)
+                pos.append(r)
+                block_size.append(p)
+                col_t.append(t)
+        col += p * nl
+        theta += p * (p + 1) // 2
+        t += p * p
+    i64 = np.int64
+    return NaiveLayout(
+        term_col_offset=np.array(col_offset, dtype=i64),
+        term_size=np.array(sizes, dtype=i64),
+        term_theta_offset=np.array(theta_offset, dtype=i64),
+        term_t_offset=np.array(t_offset, dtype=i64),
+        col_block_start=np.array(block_start, dtype=i64),
+        col_pos=np.array(pos, dtype=i64),
+        col_block_size=np.array(block_size, dtype=i64),
+        col_t_offset=np.array(col_t, dtype=i64),
+        q=col,
+        n_theta=theta,
+        t_flat_size=t,
+    )
+
+
+def theta_to_t(theta: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
+    """Each term's lower-triangular T_k, filled column by column from theta."""
+    out = []
+    pos = 0
+    for p in sizes:
+        t = np.zeros((p, p))
+        for col in range(p):
+            for row in range(col, p):
+                t[row, col] = theta[pos]
+                pos += 1
+        out.append(t)
+    if pos != len(theta):
+        raise ValueError("theta has the wrong length for these term sizes")
+    return out
+
+
+def theta_lower(sizes: list[int]) -> np.ndarray:
+    """lme4's bounds: 0 on the diagonal of each T_k, -inf below it."""
+    return np.array(
+        [0.0 if row == col else -np.inf for p in sizes for col in range(p) for row in range(col, p)]
+    )
+
+
+def dense_lambda(theta: np.ndarray, sizes: list[int], n_levels: list[int]) -> np.ndarray:
+    """Block-diagonal Lambda: T_k repeated once per level of term k."""
+    blocks = []
+    for t, nl in zip(theta_to_t(theta, sizes), n_levels, strict=True):
+        blocks.extend([t] * nl)
+    q = sum(p * nl for p, nl in zip(sizes, n_levels, strict=True))
+    lam = np.zeros((q, q))
+    at = 0
+    for block in blocks:
+        p = block.shape[0]
+        lam[at : at + p, at : at + p] = block
+        at += p
+    return lam
+
+
+def lambda_from_metadata(col_block_start, col_pos, col_block_size, col_t_offset, t_flat):
+    """Dense Lambda from the per-column metadata the kernels take."""
+    q = len(col_pos)
+    lam = np.zeros((q, q))
+    for c in range(q):
+        start, r, p, toff = col_block_start[c], col_pos[c], col_block_size[c], col_t_offset[c]
+        t = np.asarray(t_flat[toff : toff + p * p]).reshape(p, p)
+        for col in range(r + 1):  # row c of Lambda: T[r, col] at column start + col
+            lam[c, start + col] = t[r, col]
+    return lam
+
+
+def dense_z_term(codes: np.ndarray, z: np.ndarray, n_levels: int) -> np.ndarray:
+    """One term's block of Z: row i has z[i] in the columns of level codes[i]."""
+    n, p = z.shape
+    out = np.zeros((n, n_levels * p))
+    for i in range(n):
+        if codes[i] >= 0:
+            out[i, codes[i] * p : codes[i] * p + p] = z[i]
+    return out
+
+
+def dense_z(codes_list: list[np.ndarray], z_list: list[np.ndarray], n_levels: list[int]):
+    """Z for all terms, columns in term order."""
+    return np.hstack(
+        [dense_z_term(c, z, nl) for c, z, nl in zip(codes_list, z_list, n_levels, strict=True)]
+    )
+
+
+# ------------------------------------------------------------------ gram.py
+
+
+def unique_level_pairs(codes_a, codes_b, n_levels_b):
+    """Twin of gram.unique_level_pairs: distinct pairs sorted, and each row's pair."""
+    pairs = sorted({(int(a), int(b)) for a, b in zip(codes_a, codes_b, strict=True)},
+                   key=lambda ab: ab[0] * int(n_levels_b) + ab[1])
+    index = {pair: k for k, pair in enumerate(pairs)}
+    row_pair = np.array([index[(int(a), int(b))] for a, b in zip(codes_a, codes_b, strict=True)],
+                        dtype=np.int64)
+    pair_a = np.array([a for a, _ in pairs], dtype=np.int64)
+    pair_b = np.array([b for _, b in pairs], dtype=np.int64)
+    return pair_a, pair_b, row_pair
+
+
+def accumulate_pair_blocks(row_pair, z_a, z_b, weights, blocks_in):
+    """Twin of gram.accumulate_pair_blocks: blocks_in + sum over rows of w z_a z_b'."""
+    out = np.array(blocks_in, dtype=float, copy=True)
+    for pair in range(out.shape[0]):
+        rows = np.flatnonzero(row_pair == pair)
+        out[pair] += z_a[rows].T @ np.diag(weights[rows]) @ z_b[rows]
+    return out
+
+
+def accumulate_z_cross(codes, z, weights, dense, out_in):
+    """Twin of gram.accumulate_z_cross: out_in + Z_k' W D with Z_k built densely."""
+    n_levels = out_in.shape[0] // z.shape[1]
+    zk = dense_z_term(codes, z, n_levels)
+    return np.array(out_in, dtype=float) + zk.T @ np.diag(weights) @ dense
+
+
+def weighted_crossprod(a, b, weights):
+    """Twin of gram.weighted_crossprod: A' W B."""
+    return a.T @ np.diag(weights) @ b
+
+
+# ------------------------------------------------------------ lambda_ops.py
+
+
+def fill_t_flat(theta, term_theta_offset, term_size, term_t_offset, t_flat_size):
+    """Twin of lambda_ops.fill_t_flat: each T_k written row-major at its offset."""
+    out = np.zeros(t_flat_size)
+    for k, p in enumerate(term_size):
+        p = int(p)
+        start = int(term_theta_offset[k])
+        t = theta_to_t(np.asarray(theta[start : start + p * (p + 1) // 2]), [p])[0]
+        out[term_t_offset[k] : term_t_offset[k] + p * p] = t.ravel()
+    return out
+
+
+def scale_sparse_gram(indptr, indices, gram_data, col_block_start, col_pos, col_block_size,
+                      col_t_offset, t_flat):
+    """Twin of lambda_ops.scale_sparse_gram: dense Lambda' A Lambda read on A's pattern."""
+    q = len(indptr) - 1
+    a = sp.csc_matrix((gram_data, indices, indptr), shape=(q, q)).toarray()
+    lam = lambda_from_metadata(col_block_start, col_pos, col_block_size, col_t_offset, t_flat)
+    full = lam.T @ a @ lam
+    out = np.empty(len(indices))
+    for c in range(q):
+        for k in range(indptr[c], indptr[c + 1]):
+            out[k] = full[indices[k], c]
+    return out
+
+
+def lambda_t_times(dense, col_block_start, col_pos, col_block_size, col_t_offset, t_flat):
+    """Twin of lambda_ops.lambda_t_times: Lambda' @ dense."""
+    lam = lambda_from_metadata(col_block_start, col_pos, col_block_size, col_t_offset, t_flat)
+    return lam.T @ dense
+
+
+def lambda_times(dense, col_block_start, col_pos, col_block_size, col_t_offset, t_flat):
+    """Twin of lambda_ops.lambda_times: Lambda @ dense."""
+    lam = lambda_from_metadata(col_block_start, col_pos, col_block_size, col_t_offset, t_flat)
+    return lam @ dense
+
+
+# ---------------------------------------------------------------- selinv.py
+
+
+def takahashi_inverse(indptr, indices, lower_data):
+    """Twin of selinv.takahashi_inverse: dense (L L')^{-1} read on L's pattern."""
+    n = len(indptr) - 1
+    lower = sp.csc_matrix((lower_data, indices, indptr), shape=(n, n)).toarray()
+    inverse = np.linalg.inv(lower @ lower.T)
+    out = np.empty(len(indices))
+    for c in range(n):
+        for k in range(indptr[c], indptr[c + 1]):
+            out[k] = inverse[indices[k], c]
+    return out
+
+
+def lookup_symmetric(indptr, indices, values, row, col):
+    """Twin of selinv.lookup_symmetric: the stored value at (max, min), else NaN."""
+    row, col = max(row, col), min(row, col)
+    for k in range(indptr[col], indptr[col + 1]):
+        if indices[k] == row:
+            return float(values[k])
+    return float("nan")
+
+
+def diagonal_blocks(indptr, indices, values, inverse_perm, block_start, block_size):
+    """Twin of selinv.diagonal_blocks: each level's p x p block, NaN where not stored."""
+    n = len(indptr) - 1
+    stored = np.full((n, n), np.nan)
+    for c in range(n):
+        for k in range(indptr[c], indptr[c + 1]):
+            stored[indices[k], c] = values[k]
+            stored[c, indices[k]] = values[k]
+    p_max = int(max(block_size)) if len(block_size) else 0
+    out = np.full((len(block_start), p_max, p_max), np.nan)
+    for blk, (start, p) in enumerate(zip(block_start, block_size, strict=True)):
+        where = [inverse_perm[start + r] for r in range(p)]
+        out[blk, :p, :p] = stored[np.ix_(where, where)]
+    return out
+
+
+# --------------------------------------------------------------- effects.py
+
+
+def add_random_effects(codes, z, effects, out_in):
+    """Twin of effects.add_random_effects: out_in + Z b, rows with code -1 unchanged."""
+    n_levels = effects.shape[0]
+    b = effects.ravel()
+    return np.array(out_in, dtype=float) + dense_z_term(codes, z, n_levels) @ b
+
+
+# ------------------------------------------------------ the whole criterion
+
+
+@dataclass(frozen=True)
+class DenseFit:
+    """The profiled criterion at one theta and what it determines, all dense."""
+
+    objective: float
+    beta: np.ndarray
+    u: np.ndarray
+    b: np.ndarray
+    pwrss: float
+    sigma2: float
+    ld_l2: float
+    ld_rx2: float
+    cond_cov: np.ndarray
+
+    @property
+    def cond_sd(self) -> np.ndarray:
+        """Conditional standard deviations of b (sqrt of cond_cov's diagonal)."""
+        return np.sqrt(np.maximum(np.diag(self.cond_cov), 0.0))
+
+
+def dense_criterion(y, x, z, theta, sizes, n_levels, *, reml, weights=None, offset=None):
+    """lme4's profiled REML criterion / ML deviance by brute force.
+
+    With A = Lambda'Z'WZ Lambda + I, (u, beta) minimise the penalised weighted
+    residual sum of squares ||W^1/2 (y - o - X beta - Z Lambda u)||^2 + ||u||^2
+    (found here by least squares on the augmented system, the most accurate
+    dense route); R_X'R_X = X'WX - X'WZ Lambda A^{-1} Lambda'Z'WX and
+
+        ML   = log|A| - sum(log w) + n (1 + log(2 pi pwrss / n))
+        REML = log|A| - sum(log w) + log|R_X'R_X| + (n-p)(1 + log(2 pi pwrss / (n-p)))
+
+    The conditional covariance of b = Lambda u is sigma^2 Lambda A^{-1} Lambda'.
+    """
+    y = np.asarray(y, dtype=float)
+    x = np.asarray(x, dtype=float).reshape(len(y), -1)
+    n, p = x.shape
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
+    o = np.zeros(n) if offset is None else np.asarray(offset, dtype=float)
+    lam = dense_lambda(np.asarray(theta, dtype=float), sizes, n_levels)
+    q = lam.shape[0]
+    sqrt_w = np.sqrt(w)
+    zl = z @ lam
+    a = zl.T @ (w[:, None] * zl) + np.eye(q)
+    sign, ld_l2 = np.linalg.slogdet(a)
+    assert sign > 0
+    # augmented least squares: [W^1/2 Z Lambda, W^1/2 X; I, 0] [u; beta] ~ [W^1/2 r; 0]
+    design = np.block([[sqrt_w[:, None] * zl, sqrt_w[:, None] * x], [np.eye(q), np.zeros((q, p))]])
+    target = np.concatenate([sqrt_w * (y - o), np.zeros(q)])
+    coef = np.linalg.lstsq(design, target, rcond=None)[0]
+    u, beta = coef[:q], coef[q:]
+    resid = y - o - x @ beta - zl @ u
+    pwrss = float(np.sum(w * resid**2) + u @ u)
+    zwx = zl.T @ (w[:, None] * x)
+    rxtrx = x.T @ (w[:, None] * x) - zwx.T @ np.linalg.solve(a, zwx)
+    if p:
+        sign_rx, ld_rx2 = np.linalg.slogdet(rxtrx)
+        assert sign_rx > 0
+    else:
+        ld_rx2 = 0.0
+    dof = n - p if reml else n
+    objective = ld_l2 - np.log(w).sum() + dof * (1.0 + np.log(2.0 * np.pi * pwrss / dof))
+    if reml:
+        objective += ld_rx2
+    sigma2 = pwrss / dof
+    cond_cov = sigma2 * lam @ np.linalg.inv(a) @ lam.T
+    return DenseFit(float(objective), beta, u, lam @ u, pwrss, sigma2, float(ld_l2),
+                    float(ld_rx2), cond_cov)
