@@ -243,19 +243,25 @@ def predict_new(
     for name, role in needed.items():
         if name not in schema:
             raise missing_column_error(name, schema.names(), role)
+    if design.has_offset:
+        if model.offset_column is None:
+            raise DataError(
+                "the model was fitted with an offset array; predict(newdata) needs it as a "
+                "column: refit with offset='column_name' and include that column in newdata"
+            )
+        if model.offset_column not in schema:
+            raise missing_column_error(model.offset_column, schema.names(), "offset")
+        needed.setdefault(model.offset_column, "offset")
     frame = lazy.select(list(needed)).collect()
     if frame.null_count().sum_horizontal().item():
         raise DataError("newdata has missing values in the columns the model needs")
     pandas_frame = frame.to_pandas()
-    if design.has_offset:
-        raise DataError(
-            "predict(newdata) for a model with an offset is not supported yet; "
-            "add the offset to the prediction yourself"
-        )
     x_new = np.asarray(design.fixed_spec.get_model_matrix(pandas_frame), dtype=float)
     x_full_names = list(design.fixed_spec.column_names)
     keep = [x_full_names.index(name) for name in design.x_names]
     eta = x_new[:, keep] @ model.beta
+    if design.has_offset:
+        eta = eta + frame.get_column(model.offset_column).cast(pl.Float64).to_numpy()
     if not include_re:
         return eta
     for term, block in zip(model.terms, model.random_effect_blocks(), strict=True):

@@ -55,6 +55,7 @@ class LinearMixedModel:
         started = time.perf_counter()
         self.formula = formula
         self.reml = bool(reml)
+        self.offset_column = offset if isinstance(offset, str) else None
         self.design: Design = build_design(
             formula, data, weights=weights, offset=offset, na_action=na_action
         )
