@@ -5,7 +5,9 @@ The scaled system A = Lambda'Z'WZ Lambda + I is split after the first term
 p1 x p1 block per level, since a row has one level), so
 
     L11 = chol(A11) blockwise,  L21 = A21 L11^-T (sparse, A21's pattern),
-    S   = A22 - L21 L21'        (dense: all fill lands here),  L22 = chol(S).
+    S   = A22 - L21 L21'        (dense: all fill lands here),  S = U'U (LAPACK).
+
+The dense block is kept as an upper triangle in Fortran order (so L22 = U').
 
 The input is the full symmetric, block-complete CSC of the scaled system
 without the identity. In a column of the first term the rows are the level's
@@ -79,33 +81,38 @@ def factor_first_term(indptr, indices, scaled, q1, p1, l11_out, l21_out):
 
 @kernel
 def fill_schur(indptr, indices, scaled, q1, schur_out):
-    """Lower triangle of A22 + I into the dense m x m ``schur_out`` (m = q - q1)."""
+    """A22 + I into the upper triangle of the dense m x m ``schur_out`` (m = q - q1).
+
+    The caller passes a Fortran-ordered array, so each column of the upper
+    triangle is contiguous: the downdate below then streams through memory.
+    """
     q = indptr.shape[0] - 1
     m = q - q1
     for c in range(m):
-        for r in range(c, m):
+        for r in range(c + 1):
             schur_out[r, c] = 0.0
     for c in range(q1, q):
         for k in range(indptr[c], indptr[c + 1]):
             r = indices[k]
-            if r >= c:
+            if q1 <= r <= c:
                 schur_out[r - q1, c - q1] = scaled[k]
         schur_out[c - q1, c - q1] += 1.0
 
 
 @njit(parallel=True, **NJIT_OPTIONS)
-def downdate_schur(indptr, indices, l21, q1, p1, row_bounds, schur):
-    """S -= L21 L21' (lower triangle), in parallel over row bands of S.
+def downdate_schur(indptr, indices, l21, q1, p1, col_bounds, schur):
+    """S -= L21 L21' on the upper triangle, in parallel over column bands of S.
 
-    Each band of rows ``[row_bounds[b], row_bounds[b+1])`` is owned by one
+    Each band of columns ``[col_bounds[b], col_bounds[b+1])`` is owned by one
     task, which scans every first-term level and applies only the products
-    that land in its rows: no two tasks write the same entry, so no atomics.
+    that land in its columns: no two tasks write the same entry, so no
+    atomics. ``schur`` is Fortran-ordered, so a column is contiguous.
     """
     n_levels = q1 // p1
-    n_bands = row_bounds.shape[0] - 1
+    n_bands = col_bounds.shape[0] - 1
     for band in prange(n_bands):
-        lo = row_bounds[band] + q1
-        hi = row_bounds[band + 1] + q1
+        lo = col_bounds[band] + q1
+        hi = col_bounds[band + 1] + q1
         for j in range(n_levels):
             c0 = j * p1
             first = indptr[c0] + p1
@@ -123,15 +130,20 @@ def downdate_schur(indptr, indices, l21, q1, p1, row_bounds, schur):
                 row = indices[a]
                 if row >= hi:
                     break
-                ra = row - q1
+                column = schur[:, row - q1]
                 offset_a = a - first
+                if p1 == 1:
+                    value = l21[a]
+                    for b in range(first, a + 1):
+                        column[indices[b] - q1] -= value * l21[b]
+                    continue
                 for b in range(first, a + 1):
                     offset_b = b - first
                     total = 0.0
                     for t in range(p1):
                         base = indptr[c0 + t] + p1
                         total += l21[base + offset_a] * l21[base + offset_b]
-                    schur[ra, indices[b] - q1] -= total
+                    column[indices[b] - q1] -= total
 
 
 @kernel

@@ -16,8 +16,8 @@ from ..kernels import blocked
 MAX_DENSE_SIZE = 6000
 
 
-def balanced_row_bounds(m: int, n_bands: int) -> np.ndarray:
-    """Row bands of a lower triangle holding about equal work (row r costs ~ r)."""
+def balanced_column_bounds(m: int, n_bands: int) -> np.ndarray:
+    """Column bands of an upper triangle holding about equal work (column r costs ~ r)."""
     if m == 0:
         return np.zeros(1, dtype=np.int64)
     n_bands = max(1, min(n_bands, m))
@@ -41,7 +41,7 @@ class BlockedCholesky:
         self._l11 = np.zeros((q1 // p1, p1, p1))
         self._l21 = np.zeros(len(indices))
         self._schur = np.zeros((self.m, self.m), order="F")
-        self._row_bounds = balanced_row_bounds(self.m, n_bands)
+        self._column_bounds = balanced_column_bounds(self.m, n_bands)
         self._factored = False
 
     def factor(self, data: np.ndarray) -> float:
@@ -54,10 +54,10 @@ class BlockedCholesky:
         if self.m:
             blocked.fill_schur(self.indptr, self.indices, data, self.q1, self._schur)
             blocked.downdate_schur(
-                self.indptr, self.indices, self._l21, self.q1, self.p1, self._row_bounds,
+                self.indptr, self.indices, self._l21, self.q1, self.p1, self._column_bounds,
                 self._schur,
             )
-            _, info = lapack.dpotrf(self._schur, lower=1, clean=0, overwrite_a=1)
+            _, info = lapack.dpotrf(self._schur, lower=0, clean=0, overwrite_a=1)
             if info != 0:
                 return float("nan")
             logdet += 2.0 * float(np.log(np.diag(self._schur)).sum())
@@ -73,7 +73,9 @@ class BlockedCholesky:
             self.indptr, self.indices, self._l11, self._l21, self.q1, self.p1, rhs, c, r2
         )
         if self.m:
-            c[self.q1 :] = solve_triangular(self._schur, r2, lower=True, check_finite=False)
+            c[self.q1 :] = solve_triangular(
+                self._schur, r2, lower=False, trans="T", check_finite=False
+            )
         return c
 
     def backward(self, w: np.ndarray) -> np.ndarray:
@@ -83,7 +85,7 @@ class BlockedCholesky:
         u = np.empty_like(w)
         if self.m:
             u[self.q1 :] = solve_triangular(
-                self._schur, w[self.q1 :], lower=True, trans="T", check_finite=False
+                self._schur, w[self.q1 :], lower=False, check_finite=False
             )
         u2 = np.ascontiguousarray(u[self.q1 :])
         u1 = np.empty((self.q1, w.shape[1]))
@@ -97,10 +99,10 @@ class BlockedCholesky:
     def _schur_inverse(self) -> np.ndarray:
         if not self.m:
             return np.zeros((0, 0))
-        inverse, info = lapack.dpotri(self._schur, lower=1)
+        inverse, info = lapack.dpotri(self._schur, lower=0)
         if info != 0:
             raise FloatingPointError("could not invert the Schur block")
-        return np.tril(inverse) + np.tril(inverse, -1).T
+        return np.triu(inverse) + np.triu(inverse, 1).T
 
     def inverse_diagonal_blocks(self, block_starts: np.ndarray, block_size: int) -> np.ndarray:
         """Diagonal blocks of (A+I)^-1 at the given (unpermuted) column starts."""
