@@ -91,9 +91,14 @@ def build_gram(
     for a, term_a in enumerate(terms):
         for b in range(a, len(terms)):
             term_b = terms[b]
-            pair_a, pair_b, row_pair = gram.unique_level_pairs(
-                term_a.codes, term_b.codes, np.int64(term_b.n_levels)
-            )
+            if term_b.factors == term_a.factors:
+                # one grouping factor: a row meets only its own level
+                pair_a = pair_b = np.arange(term_a.n_levels, dtype=np.int64)
+                row_pair = term_a.codes
+            else:
+                pair_a, pair_b, row_pair = gram.unique_level_pairs(
+                    term_a.codes, term_b.codes, term_a.n_levels, term_b.n_levels
+                )
             blocks = np.zeros((len(pair_a), term_a.size, term_b.size))
             gram.accumulate_pair_blocks(row_pair, term_a.z, term_b.z, weights, blocks)
             ra = layout.term_col_offset[a] + pair_a[:, None] * term_a.size + np.arange(term_a.size)

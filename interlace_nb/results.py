@@ -156,21 +156,13 @@ def summary_text(model: LinearMixedModel) -> str:
     if model.reml:
         lines.append(f"REML criterion at convergence: {model.reml_criterion:.4f}")
     else:
-        lines.append(
-            _format_table(
-                ["AIC", "BIC", "logLik", "deviance", "df.resid"],
-                [[f"{model.aic:.4f}", f"{model.bic:.4f}", f"{model.loglik():.4f}",
-                  f"{model.deviance:.4f}", str(model.nobs - model.df_model)]],
-                left=0,
-            )[0]
-        )
         lines.extend(
             _format_table(
                 ["AIC", "BIC", "logLik", "deviance", "df.resid"],
                 [[f"{model.aic:.4f}", f"{model.bic:.4f}", f"{model.loglik():.4f}",
                   f"{model.deviance:.4f}", str(model.nobs - model.df_model)]],
                 left=0,
-            )[1:]
+            )
         )
     resid = model.resid * np.sqrt(model.design.weights) / model.sigma
     quantiles = np.quantile(resid, [0.0, 0.25, 0.5, 0.75, 1.0])
@@ -179,7 +171,6 @@ def summary_text(model: LinearMixedModel) -> str:
         ["Min", "1Q", "Median", "3Q", "Max"], [[f"{v:.4f}" for v in quantiles]], left=0
     )
     lines += ["", "Random effects:"]
-    vc = model.varcorr()
     rows = []
     last_group = None
     for term, cov in zip(model.terms, model.relative_covariances(), strict=True):
@@ -194,7 +185,6 @@ def summary_text(model: LinearMixedModel) -> str:
             rows.append([group, name, _sig(cov[i, i]), _sig(sd[i]), " ".join(corr)])
             last_group = term.group
     rows.append(["Residual", "", _sig(model.scale), _sig(model.sigma), ""])
-    del vc
     lines += _format_table(["Groups", "Name", "Variance", "Std.Dev.", "Corr"], rows, left=2)
     ngroups: dict[str, int] = {}
     for term in model.terms:
@@ -212,6 +202,15 @@ def summary_text(model: LinearMixedModel) -> str:
         for name, b, s in zip(model.design.x_names, model.beta, se, strict=True)
     ]
     lines += _format_table(["", "Estimate", "Std. Error", "t value"], coef_rows)
+    if 1 < len(se) <= 12:
+        lines += ["", "Correlation of Fixed Effects:"]
+        corr = model.vcov() / np.outer(se, se)
+        short = [name[:6] for name in model.design.x_names]
+        corr_rows = [
+            [short[i]] + [f"{corr[i, j]:.3f}" if j < i else "" for j in range(len(se) - 1)]
+            for i in range(1, len(se))
+        ]
+        lines += _format_table(["", *short[:-1]], corr_rows)
     if model.design.dropped_x_names:
         lines.append(
             "fixed-effect model matrix is rank deficient; dropped: "

@@ -11,26 +11,45 @@ from .config import kernel
 
 
 @kernel
-def unique_level_pairs(codes_a, codes_b, n_levels_b):
+def _counting_order(codes, n_levels, order_in):
+    """Stable counting sort of ``order_in`` by ``codes[order_in]``: O(n + levels)."""
+    counts = np.zeros(n_levels + 1, dtype=np.int64)
+    for i in range(order_in.shape[0]):
+        counts[codes[order_in[i]] + 1] += 1
+    for level in range(n_levels):
+        counts[level + 1] += counts[level]
+    order_out = np.empty_like(order_in)
+    for i in range(order_in.shape[0]):
+        row = order_in[i]
+        level = codes[row]
+        order_out[counts[level]] = row
+        counts[level] += 1
+    return order_out
+
+
+@kernel
+def unique_level_pairs(codes_a, codes_b, n_levels_a, n_levels_b):
     """Distinct (level_a, level_b) pairs of the rows and each row's pair index.
 
-    Returns ``(pair_a, pair_b, row_pair)`` with pairs sorted by
-    ``level_a * n_levels_b + level_b``.
+    Returns ``(pair_a, pair_b, row_pair)`` with pairs sorted by level_a, then
+    level_b. Two stable counting sorts (by b, then by a) order the rows in
+    O(n + levels), with no comparison sort.
     """
     n = codes_a.shape[0]
-    keys = np.empty(n, dtype=np.int64)
-    for i in range(n):
-        keys[i] = np.int64(codes_a[i]) * n_levels_b + codes_b[i]
-    order = np.argsort(keys, kind="mergesort")
+    order = np.arange(n)
+    order = _counting_order(codes_b, n_levels_b, order)
+    order = _counting_order(codes_a, n_levels_a, order)
     row_pair = np.empty(n, dtype=np.int64)
     n_pairs = 0
-    last = np.int64(-1)
+    last_a = -1
+    last_b = -1
     for j in range(n):
-        key = keys[order[j]]
-        if j == 0 or key != last:
+        row = order[j]
+        if codes_a[row] != last_a or codes_b[row] != last_b:
             n_pairs += 1
-            last = key
-        row_pair[order[j]] = n_pairs - 1
+            last_a = codes_a[row]
+            last_b = codes_b[row]
+        row_pair[row] = n_pairs - 1
     pair_a = np.empty(n_pairs, dtype=np.int64)
     pair_b = np.empty(n_pairs, dtype=np.int64)
     for i in range(n):
