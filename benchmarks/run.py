@@ -39,7 +39,7 @@ FIELDS = [
     "tool", "repeats", "setup_s", "fit_s", "total_s", "total_s_min", "total_s_max", "n_evals",
     "n_calls", "eval_s", "time_per_eval_s", "peak_mb", "baseline_mb", "delta_mb", "criterion",
     "speedup_vs_lme4", "criterion_diff", "max_theta_diff", "max_beta_diff", "warmup_s",
-    "compile_s", "note",
+    "compile_s", "loadavg_before", "loadavg_after", "note",
 ]
 
 
@@ -137,40 +137,40 @@ def benchmark_problem(
     problem: Problem, repeats: int, with_lme4: bool, env: dict[str, str], tmp: Path
 ) -> list[dict]:
     """Measured rows (interlace_nb and, if run, lme4) for one problem."""
+    load_before = os.getloadavg()[0]
     data = problem.load()
     parquet_path = tmp / f"{problem.name}.parquet"
     data.write_parquet(parquet_path)
     spec = json.dumps({"data": str(parquet_path), "formula": problem.formula,
                        "reml": problem.reml})
     base = {"problem": problem.name, "n_rows": data.height, "formula": problem.formula,
-            "reml": problem.reml}
-    ours = []
-    for k in range(repeats):
+            "reml": problem.reml, "loadavg_before": load_before}
+    lme4_note = ""
+    if with_lme4 and shutil.which("Rscript") is None:
+        with_lme4, lme4_note = False, "lme4 skipped: Rscript not found"
+    if with_lme4:
+        csv_path = tmp / f"{problem.name}.csv"
+        data.write_csv(csv_path)
+    ours, theirs = [], []
+    for k in range(repeats):  # interleaved, so that load from elsewhere hits both alike
         ours.append(run_worker([spec], env))
         print(f"  interlace_nb {problem.name} #{k + 1}: {ours[-1]['total_s']:.2f} s", flush=True)
-    ours_row = {**base, "tool": "interlace_nb", **median_row(ours)}
+        if with_lme4:
+            theirs.append(run_lme4(csv_path, problem))
+            print(f"  lme4 {problem.name} #{k + 1}: {theirs[-1]['total_s']:.2f} s", flush=True)
+    load_after = os.getloadavg()[0]
+    ours_row = {**base, "tool": "interlace_nb", **median_row(ours), "loadavg_after": load_after}
     ours_row["time_per_eval_s"] = ours_row["fit_s"] / max(ours_row["n_calls"], 1)
-    ours_row["note"] = "; ".join(ours_row.pop("warnings")) or ("" if ours_row["converged"]
-                                                              else "not converged")
-    rows = [ours_row]
+    notes = ours_row.pop("warnings") + ([] if ours_row["converged"] else ["not converged"])
+    ours_row["note"] = "; ".join(notes + ([lme4_note] if lme4_note else []))
     if not with_lme4:
-        return rows
-    if shutil.which("Rscript") is None:
-        ours_row["note"] = (ours_row["note"] + "; lme4 skipped: Rscript not found").lstrip("; ")
-        return rows
-    csv_path = tmp / f"{problem.name}.csv"
-    data.write_csv(csv_path)
-    theirs = []
-    for k in range(repeats):
-        theirs.append(run_lme4(csv_path, problem))
-        print(f"  lme4 {problem.name} #{k + 1}: {theirs[-1]['total_s']:.2f} s", flush=True)
-    lme4_row = {**base, "tool": "lme4", **median_row(theirs)}
+        return [ours_row]
+    lme4_row = {**base, "tool": "lme4", **median_row(theirs), "loadavg_after": load_after}
     ours_row["speedup_vs_lme4"] = lme4_row["total_s"] / ours_row["total_s"]
     ours_row["criterion_diff"] = ours_row["criterion"] - lme4_row["criterion"]
     ours_row["max_theta_diff"] = max_abs_diff(ours_row["theta"], lme4_row["theta"])
     ours_row["max_beta_diff"] = max_abs_diff(ours_row["beta"], lme4_row["beta"])
-    rows.append(lme4_row)
-    return rows
+    return [ours_row, lme4_row]
 
 
 def fmt(value: object, digits: int = 2) -> str:
@@ -232,10 +232,12 @@ def write_results(rows: list[dict], out_dir: Path, stamp: dict) -> tuple[Path, P
             writer.writeheader()
         for row in rows:
             writer.writerow({**stamp, **row})
+    loads = [r[k] for r in rows for k in ("loadavg_before", "loadavg_after") if k in r]
     header = (
         f"Run {stamp['timestamp']} at {stamp['git_sha']}{' (dirty)' if stamp['git_dirty'] else ''}"
         f" on {stamp['host']} ({stamp['cpus']} CPUs); medians of {rows[0]['repeats']} fresh-process"
-        f" repeats; Numba compile (excluded): {stamp['compile_s']:.1f} s."
+        f" repeats; Numba compile (excluded): {stamp['compile_s']:.1f} s; 1-min load average"
+        f" {min(loads):.1f}-{max(loads):.1f} (the machine has {stamp['cpus']} CPUs)."
     )
     md_path = out_dir / "latest.md"
     md_path.write_text(markdown_table(rows, header))

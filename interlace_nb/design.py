@@ -46,7 +46,7 @@ class Design:
     has_offset: bool
 
 
-#: Column types formulaic can read as a numeric variable or a factor.
+#: Column types formulaic can read neither as numbers nor as factors.
 _TEMPORAL = (pl.Date, pl.Datetime, pl.Duration, pl.Time)
 
 
@@ -126,15 +126,19 @@ _CAUSE_IN_MESSAGE = re.compile(r"\[(\w+): (.*)\]\s*$", re.DOTALL)
 
 
 def _model_matrix(
-    spec: str, frame: pd.DataFrame, role: str, schema: pl.Schema
+    spec: str, frame: pd.DataFrame, role: str, schema: pl.Schema, response: str | None = None
 ) -> object:
     """formulaic's model_matrix, its failures turned into a DataError naming the term."""
     try:
-        return model_matrix(spec, frame, output="numpy", na_action="ignore")
+        # NaN/inf from a transform (np.log(0)) is reported by _check_finite, not as a warning.
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            return model_matrix(spec, frame, output="numpy", na_action="ignore")
     except Exception as exc:  # formulaic wraps NumPy/pandas errors in several types
         text = str(exc)
         found = _FACTOR_IN_MESSAGE.search(text)
         term = found.group(1) if found else spec
+        if response is not None and term.replace(" ", "") == response.replace(" ", ""):
+            role = "response"
         cause = _CAUSE_IN_MESSAGE.search(text)
         kind, detail = (cause.group(1), cause.group(2)) if cause else (type(exc).__name__, text)
         if kind == "NameError":
@@ -223,7 +227,11 @@ def build_design(
     pandas_frame = formulaic_frame(frame)
 
     fixed = _model_matrix(
-        f"{parsed.response} ~ {parsed.fixed_rhs}", pandas_frame, "fixed-effects", frame.schema
+        f"{parsed.response} ~ {parsed.fixed_rhs}",
+        pandas_frame,
+        "fixed-effects",
+        frame.schema,
+        response=parsed.response,
     )
     _check_factor_levels(fixed.rhs, "fixed-effects", model_frame.n_dropped)
     y_matrix = np.asarray(fixed.lhs, dtype=float)

@@ -99,51 +99,68 @@ def fill_schur(indptr, indices, scaled, q1, schur_out):
         schur_out[c - q1, c - q1] += 1.0
 
 
-@njit(parallel=True, **NJIT_OPTIONS)
-def downdate_schur(indptr, indices, l21, q1, p1, col_bounds, schur):
-    """S -= L21 L21' on the upper triangle, in parallel over column bands of S.
-
-    Each band of columns ``[col_bounds[b], col_bounds[b+1])`` is owned by one
-    task, which scans every first-term level and applies only the products
-    that land in its columns: no two tasks write the same entry, so no
-    atomics. ``schur`` is Fortran-ordered, so a column is contiguous.
-    """
+@kernel
+def _downdate_band(indptr, indices, l21, q1, p1, lo, hi, schur):
+    """S[:, lo:hi] -= (L21 L21')[:, lo:hi] on the upper triangle (lo, hi in q-numbering)."""
     n_levels = q1 // p1
+    for j in range(n_levels):
+        c0 = j * p1
+        first = indptr[c0] + p1
+        last = indptr[c0 + 1]
+        # rows are sorted: skip to the first row >= lo
+        a_lo = first
+        a_hi = last
+        while a_lo < a_hi:
+            mid = (a_lo + a_hi) // 2
+            if indices[mid] < lo:
+                a_lo = mid + 1
+            else:
+                a_hi = mid
+        for a in range(a_lo, last):
+            row = indices[a]
+            if row >= hi:
+                break
+            column = schur[:, row - q1]
+            offset_a = a - first
+            if p1 == 1:
+                value = l21[a]
+                for b in range(first, a + 1):
+                    column[indices[b] - q1] -= value * l21[b]
+                continue
+            for b in range(first, a + 1):
+                offset_b = b - first
+                total = 0.0
+                for t in range(p1):
+                    base = indptr[c0 + t] + p1
+                    total += l21[base + offset_a] * l21[base + offset_b]
+                column[indices[b] - q1] -= total
+
+
+@kernel
+def downdate_schur(indptr, indices, l21, q1, p1, schur):
+    """S -= L21 L21' on the upper triangle of the Fortran-ordered ``schur``.
+
+    Each first-term level j adds the outer product of its L21 rows; a column
+    of ``schur`` is contiguous, so each update streams through memory.
+    """
+    q = indptr.shape[0] - 1
+    _downdate_band(indptr, indices, l21, q1, p1, q1, q, schur)
+
+
+@njit(parallel=True, **NJIT_OPTIONS)
+def downdate_schur_parallel(indptr, indices, l21, q1, p1, col_bounds, schur):
+    """downdate_schur split over column bands ``[col_bounds[b], col_bounds[b+1])``.
+
+    Each band is owned by one task, which scans every first-term level and
+    applies only the products that land in its columns: no two tasks write
+    the same entry, so no atomics. Worth it only for large dense blocks: on
+    small ones thread start-up and BLAS threads cost more than the work.
+    """
     n_bands = col_bounds.shape[0] - 1
     for band in prange(n_bands):
-        lo = col_bounds[band] + q1
-        hi = col_bounds[band + 1] + q1
-        for j in range(n_levels):
-            c0 = j * p1
-            first = indptr[c0] + p1
-            last = indptr[c0 + 1]
-            # rows are sorted: skip to the first row >= lo
-            a_lo = first
-            a_hi = last
-            while a_lo < a_hi:
-                mid = (a_lo + a_hi) // 2
-                if indices[mid] < lo:
-                    a_lo = mid + 1
-                else:
-                    a_hi = mid
-            for a in range(a_lo, last):
-                row = indices[a]
-                if row >= hi:
-                    break
-                column = schur[:, row - q1]
-                offset_a = a - first
-                if p1 == 1:
-                    value = l21[a]
-                    for b in range(first, a + 1):
-                        column[indices[b] - q1] -= value * l21[b]
-                    continue
-                for b in range(first, a + 1):
-                    offset_b = b - first
-                    total = 0.0
-                    for t in range(p1):
-                        base = indptr[c0 + t] + p1
-                        total += l21[base + offset_a] * l21[base + offset_b]
-                    column[indices[b] - q1] -= total
+        _downdate_band(
+            indptr, indices, l21, q1, p1, col_bounds[band] + q1, col_bounds[band + 1] + q1, schur
+        )
 
 
 @kernel

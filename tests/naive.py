@@ -143,10 +143,10 @@ def dense_z(codes_list: list[np.ndarray], z_list: list[np.ndarray], n_levels: li
 # ------------------------------------------------------------------ gram.py
 
 
-def unique_level_pairs(codes_a, codes_b, n_levels_b):
-    """Twin of gram.unique_level_pairs: distinct pairs sorted, and each row's pair."""
-    pairs = sorted({(int(a), int(b)) for a, b in zip(codes_a, codes_b, strict=True)},
-                   key=lambda ab: ab[0] * int(n_levels_b) + ab[1])
+def unique_level_pairs(codes_a, codes_b, n_levels_a, n_levels_b):
+    """Twin of gram.unique_level_pairs: distinct pairs sorted by (a, b), and each row's pair."""
+    assert all(0 <= a < n_levels_a for a in codes_a) and all(0 <= b < n_levels_b for b in codes_b)
+    pairs = sorted({(int(a), int(b)) for a, b in zip(codes_a, codes_b, strict=True)})
     index = {pair: k for k, pair in enumerate(pairs)}
     row_pair = np.array([index[(int(a), int(b))] for a, b in zip(codes_a, codes_b, strict=True)],
                         dtype=np.int64)
@@ -281,7 +281,13 @@ class DenseFit:
     sigma2: float
     ld_l2: float
     ld_rx2: float
-    cond_cov: np.ndarray
+    lam: np.ndarray
+    a: np.ndarray
+
+    @property
+    def cond_cov(self) -> np.ndarray:
+        """sigma^2 Lambda A^{-1} Lambda' (formed on demand: q x q dense)."""
+        return self.sigma2 * self.lam @ np.linalg.inv(self.a) @ self.lam.T
 
     @property
     def cond_sd(self) -> np.ndarray:
@@ -292,37 +298,50 @@ class DenseFit:
 def dense_criterion(y, x, z, theta, sizes, n_levels, *, reml, weights=None, offset=None):
     """lme4's profiled REML criterion / ML deviance by brute force.
 
-    With A = Lambda'Z'WZ Lambda + I, (u, beta) minimise the penalised weighted
-    residual sum of squares ||W^1/2 (y - o - X beta - Z Lambda u)||^2 + ||u||^2
-    (found here by least squares on the augmented system, the most accurate
-    dense route); R_X'R_X = X'WX - X'WZ Lambda A^{-1} Lambda'Z'WX and
+    With A = Lambda'Z'WZ Lambda + I, (u, beta) solve the full mixed model
+    equations
+
+        [A              Lambda'Z'WX] [u   ]   [Lambda'Z'W r]
+        [X'WZ Lambda    X'WX       ] [beta] = [X'W r       ],   r = y - offset,
+
+    pwrss = ||W^1/2 (r - X beta - Z Lambda u)||^2 + ||u||^2 from the residuals,
+    R_X'R_X = X'WX - X'WZ Lambda A^{-1} Lambda'Z'WX and
 
         ML   = log|A| - sum(log w) + n (1 + log(2 pi pwrss / n))
         REML = log|A| - sum(log w) + log|R_X'R_X| + (n-p)(1 + log(2 pi pwrss / (n-p)))
 
     The conditional covariance of b = Lambda u is sigma^2 Lambda A^{-1} Lambda'.
+    ``z`` may be a dense array or a SciPy sparse matrix (only to make big
+    references cheap; the algebra is the same).
     """
     y = np.asarray(y, dtype=float)
     x = np.asarray(x, dtype=float).reshape(len(y), -1)
     n, p = x.shape
     w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
-    o = np.zeros(n) if offset is None else np.asarray(offset, dtype=float)
+    r = y if offset is None else y - np.asarray(offset, dtype=float)
     lam = dense_lambda(np.asarray(theta, dtype=float), sizes, n_levels)
     q = lam.shape[0]
-    sqrt_w = np.sqrt(w)
-    zl = z @ lam
-    a = zl.T @ (w[:, None] * zl) + np.eye(q)
+    if sp.issparse(z):
+        zl = sp.csr_matrix(z) @ sp.csr_matrix(lam)
+        a = (zl.T @ sp.diags(w) @ zl).toarray() + np.eye(q)
+        zl_wx = np.asarray(zl.T @ (w[:, None] * x))
+        zl_wr = np.asarray(zl.T @ (w * r))
+    else:
+        zl = z @ lam
+        a = zl.T @ (w[:, None] * zl) + np.eye(q)
+        zl_wx = zl.T @ (w[:, None] * x)
+        zl_wr = zl.T @ (w * r)
     sign, ld_l2 = np.linalg.slogdet(a)
     assert sign > 0
-    # augmented least squares: [W^1/2 Z Lambda, W^1/2 X; I, 0] [u; beta] ~ [W^1/2 r; 0]
-    design = np.block([[sqrt_w[:, None] * zl, sqrt_w[:, None] * x], [np.eye(q), np.zeros((q, p))]])
-    target = np.concatenate([sqrt_w * (y - o), np.zeros(q)])
-    coef = np.linalg.lstsq(design, target, rcond=None)[0]
+    xwx = x.T @ (w[:, None] * x)
+    mme = np.block([[a, zl_wx], [zl_wx.T, xwx]])
+    rhs = np.concatenate([zl_wr, x.T @ (w * r)])
+    coef = np.linalg.solve(mme, rhs)
+    coef += np.linalg.solve(mme, rhs - mme @ coef)  # one step of iterative refinement
     u, beta = coef[:q], coef[q:]
-    resid = y - o - x @ beta - zl @ u
+    resid = r - x @ beta - zl @ u
     pwrss = float(np.sum(w * resid**2) + u @ u)
-    zwx = zl.T @ (w[:, None] * x)
-    rxtrx = x.T @ (w[:, None] * x) - zwx.T @ np.linalg.solve(a, zwx)
+    rxtrx = xwx - zl_wx.T @ np.linalg.solve(a, zl_wx)
     if p:
         sign_rx, ld_rx2 = np.linalg.slogdet(rxtrx)
         assert sign_rx > 0
@@ -332,7 +351,5 @@ def dense_criterion(y, x, z, theta, sizes, n_levels, *, reml, weights=None, offs
     objective = ld_l2 - np.log(w).sum() + dof * (1.0 + np.log(2.0 * np.pi * pwrss / dof))
     if reml:
         objective += ld_rx2
-    sigma2 = pwrss / dof
-    cond_cov = sigma2 * lam @ np.linalg.inv(a) @ lam.T
-    return DenseFit(float(objective), beta, u, lam @ u, pwrss, sigma2, float(ld_l2),
-                    float(ld_rx2), cond_cov)
+    return DenseFit(float(objective), beta, u, lam @ u, pwrss, pwrss / dof, float(ld_l2),
+                    float(ld_rx2), lam, a)

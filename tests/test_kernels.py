@@ -14,10 +14,10 @@ import naive
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from interlace_nb.kernels import effects, gram, lambda_ops, selinv
 from numpy.testing import assert_allclose, assert_array_equal
 from sksparse import cholmod
 
-from interlace_nb.kernels import effects, gram, lambda_ops, selinv
 from interlace_nb.predictor import GramSystem, Predictor, build_gram, build_layout
 from interlace_nb.terms import RandomTerm
 
@@ -129,20 +129,20 @@ def metadata(lay) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 def test_unique_level_pairs_by_hand() -> None:
     codes_a = np.array([1, 0, 1, 2, 0], dtype=np.int64)
     codes_b = np.array([0, 1, 0, 1, 1], dtype=np.int64)
-    # keys a * 2 + b: 2, 1, 2, 5, 1 -> pairs (0,1), (1,0), (2,1)
-    pair_a, pair_b, row_pair = gram.unique_level_pairs(codes_a, codes_b, np.int64(2))
+    # pairs (1,0), (0,1), (1,0), (2,1), (0,1) -> sorted (0,1), (1,0), (2,1)
+    pair_a, pair_b, row_pair = gram.unique_level_pairs(codes_a, codes_b, 3, 2)
     assert_array_equal(pair_a, [0, 1, 2])
     assert_array_equal(pair_b, [1, 0, 1])
     assert_array_equal(row_pair, [1, 0, 1, 2, 0])
     for got, want in zip(
-        (pair_a, pair_b, row_pair), naive.unique_level_pairs(codes_a, codes_b, 2), strict=True
+        (pair_a, pair_b, row_pair), naive.unique_level_pairs(codes_a, codes_b, 3, 2), strict=True
     ):
         assert_array_equal(got, want)
 
 
 def test_unique_level_pairs_same_term_is_diagonal() -> None:
     codes = np.array([2, 0, 2, 2], dtype=np.int64)
-    pair_a, pair_b, row_pair = gram.unique_level_pairs(codes, codes, np.int64(3))
+    pair_a, pair_b, row_pair = gram.unique_level_pairs(codes, codes, 3, 3)
     assert_array_equal(pair_a, [0, 2])
     assert_array_equal(pair_b, [0, 2])
     assert_array_equal(row_pair, [1, 0, 1, 1])
@@ -169,7 +169,8 @@ def test_accumulate_z_cross_by_hand() -> None:
     dense = np.array([[1.0, 0.0], [5.0, 1.0], [2.0, 4.0]])
     out = np.zeros((4, 2))
     gram.accumulate_z_cross(codes, z, weights, dense, out)
-    # level 0 (row 1): [5, 1] and -[5, 1]; level 1 (rows 0, 2): 2*[1, 0] + [2, 4], 4*[1, 0] + 3*[2, 4]
+    # level 0 (row 1): [5, 1] and -[5, 1];
+    # level 1 (rows 0, 2): 2*[1, 0] + [2, 4] and 4*[1, 0] + 3*[2, 4]
     assert_allclose(out, [[5.0, 1.0], [-5.0, -1.0], [4.0, 4.0], [10.0, 12.0]])
 
 
@@ -192,8 +193,8 @@ def test_gram_kernels_random(seed: int, sizes: list[int], n_levels: list[int]) -
     weights = rng.uniform(0.2, 3.0, n)
     for a in range(len(sizes)):
         for b in range(a, len(sizes)):
-            got = gram.unique_level_pairs(codes[a], codes[b], np.int64(n_levels[b]))
-            want = naive.unique_level_pairs(codes[a], codes[b], n_levels[b])
+            got = gram.unique_level_pairs(codes[a], codes[b], n_levels[a], n_levels[b])
+            want = naive.unique_level_pairs(codes[a], codes[b], n_levels[a], n_levels[b])
             for g, w in zip(got, want, strict=True):
                 assert_array_equal(g, w)
             pair_a, pair_b, row_pair = got
@@ -222,7 +223,7 @@ def test_gram_kernels_random(seed: int, sizes: list[int], n_levels: list[int]) -
 
 def test_gram_kernels_empty_rows() -> None:
     empty = np.zeros(0, dtype=np.int64)
-    pair_a, pair_b, row_pair = gram.unique_level_pairs(empty, empty, np.int64(3))
+    pair_a, pair_b, row_pair = gram.unique_level_pairs(empty, empty, 3, 2)
     assert len(pair_a) == len(pair_b) == len(row_pair) == 0
     assert gram.weighted_crossprod(np.zeros((0, 2)), np.zeros((0, 3)), np.zeros(0)).shape == (2, 3)
 
@@ -521,15 +522,16 @@ def test_add_random_effects_random(seed: int, p: int) -> None:
 # ------------------------------------------- engine pieces built on kernels
 
 
-def make_terms(codes, zs, n_levels) -> list[RandomTerm]:
+def make_terms(codes, zs, n_levels, factors=None) -> list[RandomTerm]:
     """RandomTerm objects straight from arrays (no formula or data frame)."""
+    factors = factors or [f"g{k}" for k in range(len(codes))]
     return [
         RandomTerm(
-            group=f"g{k}", factors=(f"g{k}",), lhs="x", column_names=tuple(f"c{r}" for r in
-                                                                            range(z.shape[1])),
+            group=f, factors=(f,), lhs="x",
+            column_names=tuple(f"c{r}" for r in range(z.shape[1])),
             codes=c, levels=tuple(str(v) for v in range(nl)), z=z, model_spec=None,
         )
-        for k, (c, z, nl) in enumerate(zip(codes, zs, n_levels, strict=True))
+        for c, z, nl, f in zip(codes, zs, n_levels, factors, strict=True)
     ]
 
 
@@ -543,17 +545,10 @@ def used_levels(codes, n_levels):
     return out_codes, out_levels
 
 
-@pytest.mark.parametrize("factorization", ["cholmod", "blocked"])
-@pytest.mark.parametrize("seed", SEEDS[:3])
-@pytest.mark.parametrize("sizes,n_levels", DESIGNS)
-def test_engine_pieces_against_dense(
-    seed: int, sizes: list[int], n_levels: list[int], factorization: str
-) -> None:
-    """Layout, Gram blocks, the scaled system's factor, solves and inverse blocks."""
-    rng = np.random.default_rng(400 + seed)
-    codes, zs = random_design(rng, sizes, n_levels, n=80)
-    codes, n_levels = used_levels(codes, n_levels)
-    terms = make_terms(codes, zs, n_levels)
+def check_engine(rng, codes, zs, n_levels, factorization, factors=None) -> None:
+    """Layout, Gram blocks, the scaled system's factor, solves and inverse blocks vs dense."""
+    sizes = [z.shape[1] for z in zs]
+    terms = make_terms(codes, zs, n_levels, factors)
     lay = build_layout(terms)
     ref_lay = naive.layout(sizes, n_levels)
     for name in ("term_col_offset", "term_size", "term_theta_offset", "term_t_offset",
@@ -600,3 +595,43 @@ def test_engine_pieces_against_dense(
             s0 = lay.term_col_offset[k] + lvl * p
             assert_allclose(blocks[lvl], sys_inv[s0 : s0 + p, s0 : s0 + p],
                             rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("factorization", ["cholmod", "blocked"])
+@pytest.mark.parametrize("seed", SEEDS[:3])
+@pytest.mark.parametrize("sizes,n_levels", DESIGNS)
+def test_engine_pieces_against_dense(
+    seed: int, sizes: list[int], n_levels: list[int], factorization: str
+) -> None:
+    rng = np.random.default_rng(400 + seed)
+    codes, zs = random_design(rng, sizes, n_levels, n=80)
+    codes, n_levels = used_levels(codes, n_levels)
+    check_engine(rng, codes, zs, n_levels, factorization)
+
+
+@pytest.mark.parametrize("factorization", ["cholmod", "blocked"])
+@pytest.mark.parametrize("seed", SEEDS[:3])
+def test_engine_terms_sharing_a_factor(seed: int, factorization: str) -> None:
+    """(1 | g) + (0 + x | g) + (1 + x | h) + (x2 | g): same-factor pairs take a shortcut."""
+    rng = np.random.default_rng(500 + seed)
+    n = 90
+    g = rng.permutation(np.arange(n) % 7)
+    h = rng.permutation(np.arange(n) % 4)
+    x = rng.normal(size=n)
+    ones = np.ones(n)
+    zs = [ones[:, None], x[:, None], np.column_stack([ones, x]),
+          np.column_stack([ones, rng.normal(size=n)])]
+    codes = [g, g, h, g]
+    check_engine(rng, [c.astype(np.int64) for c in codes], [np.ascontiguousarray(z) for z in zs],
+                 [7, 7, 4, 7], factorization, factors=["g", "g", "h", "g"])
+
+
+def test_unique_level_pairs_many_rows() -> None:
+    """Counting sorts on a bigger input: 20,000 rows, 300 x 50 levels, some pairs absent."""
+    rng = np.random.default_rng(9)
+    a = rng.integers(0, 300, 20_000).astype(np.int64)
+    b = ((a * 7 + rng.integers(0, 5, 20_000)) % 50).astype(np.int64)
+    got = gram.unique_level_pairs(a, b, 300, 50)
+    want = naive.unique_level_pairs(a, b, 300, 50)
+    for g_arr, w_arr in zip(got, want, strict=True):
+        assert_array_equal(g_arr, w_arr)

@@ -15,6 +15,9 @@ from ..kernels import blocked
 #: Largest dense Schur block the automatic choice accepts (8 * m^2 bytes, m^3/3 flops).
 MAX_DENSE_SIZE = 6000
 
+#: Multiply-adds in the Schur downdate above which the parallel kernel pays off.
+PARALLEL_DOWNDATE_WORK = 2_000_000
+
 
 def balanced_column_bounds(m: int, n_bands: int) -> np.ndarray:
     """Column bands of an upper triangle holding about equal work (column r costs ~ r)."""
@@ -42,7 +45,10 @@ class BlockedCholesky:
         self._l21 = np.zeros(len(indices))
         self._schur = np.zeros((self.m, self.m), order="F")
         self._column_bounds = balanced_column_bounds(self.m, n_bands)
-        self._factored = False
+        first_columns = np.arange(0, q1, p1)
+        rows_per_level = self.indptr[first_columns + 1] - self.indptr[first_columns] - p1
+        work = float((rows_per_level.astype(float) ** 2).sum()) * p1 * p1 / 2.0
+        self.parallel_downdate = work > PARALLEL_DOWNDATE_WORK
 
     def factor(self, data: np.ndarray) -> float:
         """Factor ``A + I``; return log det (nan when not positive definite)."""
@@ -53,15 +59,19 @@ class BlockedCholesky:
             return float("nan")
         if self.m:
             blocked.fill_schur(self.indptr, self.indices, data, self.q1, self._schur)
-            blocked.downdate_schur(
-                self.indptr, self.indices, self._l21, self.q1, self.p1, self._column_bounds,
-                self._schur,
-            )
+            if self.parallel_downdate:
+                blocked.downdate_schur_parallel(
+                    self.indptr, self.indices, self._l21, self.q1, self.p1,
+                    self._column_bounds, self._schur,
+                )
+            else:
+                blocked.downdate_schur(
+                    self.indptr, self.indices, self._l21, self.q1, self.p1, self._schur
+                )
             _, info = lapack.dpotrf(self._schur, lower=0, clean=0, overwrite_a=1)
             if info != 0:
                 return float("nan")
             logdet += 2.0 * float(np.log(np.diag(self._schur)).sum())
-        self._factored = True
         return logdet
 
     def forward(self, rhs: np.ndarray) -> np.ndarray:

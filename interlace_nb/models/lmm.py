@@ -62,7 +62,11 @@ class LinearMixedModel:
         d = self.design
         self.terms = list(d.terms)
         self.layout = build_layout(self.terms)
-        y_eff = d.y - d.offset
+        # Work with y minus its weighted least-squares fit: beta shifts by the OLS
+        # coefficients exactly, and pwrss, computed by subtraction from the Gram
+        # blocks, keeps its digits when y has a large mean.
+        self._beta_shift = _weighted_least_squares(d.x, d.y - d.offset, d.weights)
+        y_eff = d.y - d.offset - d.x @ self._beta_shift
         gram_system = build_gram(self.terms, self.layout, d.x, y_eff, d.weights)
         self.predictor = Predictor(self.terms, self.layout, gram_system, factorization)
         self.setup_seconds = time.perf_counter() - started
@@ -185,7 +189,8 @@ class LinearMixedModel:
 
     @property
     def beta(self) -> np.ndarray:
-        return self.solution.beta.copy()
+        """Fixed-effects estimates, in the order of ``design.x_names``."""
+        return self.solution.beta + self._beta_shift
 
     def vcov(self) -> np.ndarray:
         """Covariance of the fixed effects: sigma^2 (R_X' R_X)^{-1}."""
@@ -347,3 +352,12 @@ class LinearMixedModel:
         if newdata is None:
             return self.linear_predictor(include_re)
         return results.predict_new(self, newdata, include_re, allow_new_levels)
+
+
+def _weighted_least_squares(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """argmin_b sum w (y - X b)^2, by QR (lstsq) on the sqrt(w)-scaled rows."""
+    if x.shape[1] == 0:
+        return np.zeros(0)
+    root_w = np.sqrt(weights)
+    coef, *_ = np.linalg.lstsq(x * root_w[:, None], y * root_w, rcond=None)
+    return coef
