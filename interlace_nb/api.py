@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .data import as_lazy, missing_column_error
+from .data import column_names, missing_column_error
 from .models import LinearMixedModel
 
 
@@ -50,9 +50,9 @@ def fit(
         groups = [groups]
     if not groups:
         raise ValueError("groups must name at least one grouping column")
-    schema = as_lazy(data).collect_schema()
+    names = column_names(data)
     for name in groups:
-        if name not in schema:
-            raise missing_column_error(name, schema.names(), "grouping factor")
+        if name not in names:
+            raise missing_column_error(name, names, "grouping factor")
     bars = " + ".join(f"(1 | {name})" for name in groups)
     return lmm(f"{formula} + {bars}", data, **kwargs)  # type: ignore[arg-type]

@@ -13,10 +13,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 import polars as pl
 from scipy import stats
 
-from .data import DataError, as_lazy, formula_variables, missing_column_error
+from .data import (
+    DataError,
+    as_lazy,
+    column_names,
+    formula_variables,
+    formulaic_frame,
+    missing_column_error,
+)
 from .kernels import effects
 
 if TYPE_CHECKING:
@@ -223,39 +231,60 @@ def summary_text(model: LinearMixedModel) -> str:
     return "\n".join(lines)
 
 
+def _new_model_matrix(spec: object, frame: pd.DataFrame, role: str) -> np.ndarray:
+    """Encode new rows with a fitted formulaic spec; failures name the term."""
+    try:
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            matrix = np.asarray(spec.get_model_matrix(frame, na_action="ignore"), dtype=float)
+    except Exception as exc:  # formulaic raises several types (unseen factor levels, ...)
+        raise DataError(
+            f"newdata could not be encoded for the {role} ({type(exc).__name__}: {exc}); "
+            "factor columns must use levels seen in the fit"
+        ) from exc
+    if not np.isfinite(matrix).all():
+        raise DataError(f"newdata gives NaN or infinite values in the {role}")
+    return np.ascontiguousarray(matrix)
+
+
 def predict_new(
     model: LinearMixedModel, newdata: object, include_re: bool, allow_new_levels: bool
 ) -> np.ndarray:
     """Predict for new rows, encoding them with the fit's formulaic specs."""
     design = model.design
-    lazy = as_lazy(newdata)
-    schema = lazy.collect_schema()
+    available = column_names(newdata)
     needed: dict[str, str] = {}
-    for name in formula_variables(design.parsed.fixed_rhs):
+    for name in formula_variables(design.parsed.fixed_rhs, available):
         needed.setdefault(name, "fixed-effects")
     if include_re:
         for term in model.terms:
-            for name in formula_variables(term.lhs):
+            for name in formula_variables(term.lhs, available):
                 needed.setdefault(name, f"random-effects term ({term.lhs} | {term.group})")
             for name in term.factors:
                 needed.setdefault(name, f"grouping factor {term.group!r}")
-    for name, role in needed.items():
-        if name not in schema:
-            raise missing_column_error(name, schema.names(), role)
     if design.has_offset:
         if model.offset_column is None:
             raise DataError(
                 "the model was fitted with an offset array; predict(newdata) needs it as a "
                 "column: refit with offset='column_name' and include that column in newdata"
             )
-        if model.offset_column not in schema:
-            raise missing_column_error(model.offset_column, schema.names(), "offset")
         needed.setdefault(model.offset_column, "offset")
-    frame = lazy.select(list(needed)).collect()
-    if frame.null_count().sum_horizontal().item():
-        raise DataError("newdata has missing values in the columns the model needs")
-    pandas_frame = frame.to_pandas()
-    x_new = np.asarray(design.fixed_spec.get_model_matrix(pandas_frame), dtype=float)
+    for name, role in needed.items():
+        if name not in available:
+            raise missing_column_error(name, available, role)
+    frame = as_lazy(newdata, list(needed)).select(list(needed)).collect()
+    missing = [
+        name
+        for name, dtype in frame.schema.items()
+        if frame.get_column(name).null_count()
+        or (dtype.is_float() and frame.get_column(name).is_nan().any())
+    ]
+    if missing:
+        raise DataError(
+            f"newdata has missing values in {', '.join(repr(m) for m in missing)}; "
+            "drop or fill those rows before predicting"
+        )
+    pandas_frame = formulaic_frame(frame)
+    x_new = _new_model_matrix(design.fixed_spec, pandas_frame, "fixed effects")
     x_full_names = list(design.fixed_spec.column_names)
     keep = [x_full_names.index(name) for name in design.x_names]
     eta = x_new[:, keep] @ model.beta
@@ -264,9 +293,8 @@ def predict_new(
     if not include_re:
         return eta
     for term, block in zip(model.terms, model.random_effect_blocks(), strict=True):
-        z_new = np.ascontiguousarray(
-            np.asarray(term.model_spec.get_model_matrix(pandas_frame), dtype=float)
-        )
+        role = f"term ({term.lhs} | {term.group})"
+        z_new = _new_model_matrix(term.model_spec, pandas_frame, role)
         labels = frame.select(
             pl.concat_str([pl.col(n).cast(pl.String) for n in term.factors], separator=":")
         ).to_series()

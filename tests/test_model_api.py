@@ -1,0 +1,185 @@
+"""The fitted model's public surface: frames, attributes, warnings, prediction."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import pytest
+from conftest import load_dataset, load_reference_cases
+
+import interlace_nb as ib
+from interlace_nb.datasets import load_reading_times
+
+
+@pytest.fixture(scope="module")
+def sleep() -> ib.LinearMixedModel:
+    return ib.lmm("Reaction ~ Days + (Days | Subject)", load_dataset("sleepstudy.csv"))
+
+
+@pytest.fixture(scope="module")
+def crossed() -> tuple[pl.DataFrame, ib.LinearMixedModel]:
+    data = load_dataset("synth_slopes.csv")
+    return data, ib.lmm("y ~ x + (1 + x | subject) + (1 | item)", data, offset="off")
+
+
+def test_frames_have_the_promised_schemas(sleep: ib.LinearMixedModel) -> None:
+    assert sleep.coef_table().schema == pl.Schema(
+        {"term": pl.String, "estimate": pl.Float64, "std_error": pl.Float64,
+         "statistic": pl.Float64, "conf_low": pl.Float64, "conf_high": pl.Float64}
+    )
+    assert sleep.varcorr().schema == pl.Schema(
+        {"group": pl.String, "term1": pl.String, "term2": pl.String,
+         "vcov": pl.Float64, "sdcor": pl.Float64}
+    )
+    assert sleep.ranef().schema == pl.Schema(
+        {"group": pl.String, "level": pl.String, "term": pl.String,
+         "estimate": pl.Float64, "cond_sd": pl.Float64}
+    )
+    stats = sleep.fit_stats()
+    assert stats.columns == [
+        "nobs", "ngroups", "reml_criterion", "deviance", "loglik", "aic", "bic", "sigma",
+        "converged", "singular", "n_evals", "factorization", "fit_seconds",
+    ]
+    assert stats.height == 1
+    assert stats["ngroups"][0] == {"Subject": 18}
+
+
+def test_coef_table_is_wald(sleep: ib.LinearMixedModel) -> None:
+    table = sleep.coef_table()
+    row = table.row(1, named=True)
+    assert row["statistic"] == pytest.approx(row["estimate"] / row["std_error"])
+    assert row["conf_high"] - row["estimate"] == pytest.approx(1.959964 * row["std_error"])
+
+
+def test_statsmodels_attributes(sleep: ib.LinearMixedModel) -> None:
+    assert isinstance(sleep.fe_params, pd.Series)
+    assert sleep.fe_params["Days"] == pytest.approx(10.467285959595987, rel=1e-6)
+    assert sleep.bse["Days"] == pytest.approx(1.545789643905981, rel=1e-4)
+    assert sleep.scale == pytest.approx(sleep.sigma**2)
+    y = load_dataset("sleepstudy.csv")["Reaction"].to_numpy()
+    np.testing.assert_allclose(sleep.resid + sleep.fittedvalues, y)
+    effects = sleep.random_effects["Subject"]
+    assert list(effects.columns) == ["Intercept", "Days"]
+    assert effects.shape == (18, 2)
+    ranef = sleep.ranef().filter(pl.col("term") == "Days")["estimate"].to_numpy()
+    np.testing.assert_allclose(effects["Days"].to_numpy(), ranef)
+    assert sleep.fixef() == dict(zip(sleep.fe_params.index, sleep.fe_params, strict=True))
+    assert sleep.logLik() == pytest.approx(-871.814135979976, rel=1e-9)
+
+
+def test_summary_reads_like_lme4(sleep: ib.LinearMixedModel) -> None:
+    text = sleep.summary()
+    for piece in ("REML criterion at convergence: 1743.6283", "Random effects:",
+                  "Number of obs: 180, groups:  Subject, 18", "Fixed effects:",
+                  "Correlation of Fixed Effects:"):
+        assert piece in text
+    assert repr(sleep) == text
+
+
+def test_predict_on_the_fitting_rows_matches_fitted(crossed) -> None:
+    data, model = crossed
+    np.testing.assert_allclose(model.predict(data), model.fittedvalues, atol=1e-10)
+    np.testing.assert_allclose(
+        model.predict(data, include_re=False), model.predict(include_re=False), atol=1e-10
+    )
+
+
+def test_predict_new_levels_get_zero_effects(crossed) -> None:
+    data, model = crossed
+    known = data["subject"][0]
+    new = pl.DataFrame({"x": [0.5, 0.5], "subject": ["nobody", known], "item": ["none", "none"],
+                        "off": [0.0, 0.0]})
+    fixed = model.fe_params["Intercept"] + 0.5 * model.fe_params["x"]
+    prediction = model.predict(new)
+    assert prediction[0] == pytest.approx(fixed)
+    subject_effects = model.random_effects["subject"].loc[known]
+    assert prediction[1] == pytest.approx(
+        fixed + subject_effects["Intercept"] + 0.5 * subject_effects["x"]
+    )
+    with pytest.raises(ib.DataError, match="not seen in the fit"):
+        model.predict(new, allow_new_levels=False)
+
+
+def test_predict_reports_missing_offset_and_na(crossed) -> None:
+    data, model = crossed
+    with pytest.raises(ib.DataError, match="'off'"):
+        model.predict(data.drop("off"))
+    with pytest.raises(ib.DataError, match="missing values in 'x'"):
+        model.predict(data.head(3).with_columns(pl.lit(None, dtype=pl.Float64).alias("x")))
+
+
+def test_singular_fit_is_reported() -> None:
+    with pytest.warns(ib.SingularFitWarning):
+        model = ib.lmm("Yield ~ 1 + (1 | Batch)", load_dataset("Dyestuff2.csv"))
+    assert model.singular
+    assert model.fit_stats()["singular"][0]
+    assert "boundary (singular) fit" in model.summary()
+
+
+def test_rank_deficient_columns_are_dropped_and_named() -> None:
+    with pytest.warns(UserWarning, match="x_dup"):
+        model = ib.lmm("y ~ x + x_dup + (1 | subject) + (1 | item)",
+                       load_dataset("synth_slopes.csv"))
+    assert list(model.fe_params.index) == ["Intercept", "x"]
+    assert model.design.dropped_x_names == ("x_dup",)
+
+
+def test_doubtful_convergence_is_reported() -> None:
+    data = load_dataset("sleepstudy.csv")
+    model = ib.LinearMixedModel("Reaction ~ Days + (Days | Subject)", data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit()
+    # a run stopped far from the optimum must not pass lme4's gradient check
+    from interlace_nb.fitting.optimize import convergence_messages, finite_difference_derivatives
+
+    grad, hess = finite_difference_derivatives(model.objective, np.array([0.5, 0.0, 0.5]),
+                                               model.theta_lower)
+    assert convergence_messages(grad, hess, np.ones(3, dtype=bool))
+
+
+def test_objective_probes_do_not_move_the_fit(sleep: ib.LinearMixedModel) -> None:
+    before = sleep.varcorr()
+    sleep.objective(np.array([0.1, 0.0, 0.1]))
+    assert sleep.varcorr().equals(before)
+    assert sleep.ranef()["estimate"][0] == pytest.approx(2.258550949901155, rel=1e-4)
+
+
+@pytest.mark.parametrize("name", ["synth_crossed_large_reml", "insteval_reml"])
+def test_blocked_and_cholmod_paths_agree(name: str) -> None:
+    case = load_reference_cases()[name]
+    data = load_dataset(case["data"])
+    blocked = ib.LinearMixedModel(case["formula"], data, factorization="blocked")
+    general = ib.LinearMixedModel(case["formula"], data, factorization="cholmod")
+    assert blocked.predictor.factorization == "blocked"
+    assert general.predictor.factorization == "cholmod"
+    for point in case["objective_at"]:
+        theta = np.array(point["theta"])
+        assert blocked.objective(theta) == pytest.approx(general.objective(theta), rel=1e-10)
+
+
+def test_demo_model_and_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    from interlace_nb.cli import main
+
+    assert main(["demo", "--ranef-rows", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "REML criterion at convergence" in out
+    assert "coef_table()" in out
+    data = load_reading_times()
+    assert data.height == 1792
+    assert data["rt"].null_count() > 0
+
+
+def test_cli_fit_reads_csv_and_reports_bad_formula(tmp_path, capsys) -> None:
+    from interlace_nb.cli import main
+
+    path = tmp_path / "pen.csv"
+    load_dataset("Penicillin.csv").write_csv(path)
+    assert main(["fit", str(path), "diameter ~ 1 + (1 | plate) + (1 | sample)",
+                 "--out-dir", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "varcorr.csv").exists()
+    assert main(["fit", str(path), "diameter ~ 1 + (1 | plat)"]) == 2
+    assert "Did you mean 'plate'" in capsys.readouterr().err
