@@ -10,12 +10,12 @@ Schemas (promised; see docs/results.md):
 
 from __future__ import annotations
 
+from statistics import NormalDist
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import polars as pl
-from scipy import stats
 
 from .data import (
     DataError,
@@ -49,7 +49,7 @@ def coef_table(
     names: tuple[str, ...], estimate: np.ndarray, std_error: np.ndarray, level: float
 ) -> pl.DataFrame:
     """Wald table of the fixed effects."""
-    z = stats.norm.ppf(0.5 + level / 2.0)
+    z = NormalDist().inv_cdf(0.5 + level / 2.0)
     return pl.DataFrame(
         {
             "term": list(names),
