@@ -188,6 +188,13 @@ class Predictor:
         self.theta: np.ndarray | None = None
         self.logdet = float("nan")
 
+    @property
+    def dense_size(self) -> int:
+        """Width of the largest dense block each factorisation handles (for BLAS threads)."""
+        if self.factorization == "blocked":
+            return self.system.m
+        return self.layout.q
+
     def set_theta(self, theta: np.ndarray) -> None:
         """Fill T_k blocks from theta."""
         lay = self.layout

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg import cholesky, solve_triangular
+from scipy.linalg import lapack
 
 from ..predictor import Predictor
 
@@ -50,12 +50,11 @@ def solve_at(predictor: Predictor, theta: np.ndarray, reml: bool) -> LmmSolution
     half = predictor.system.forward(predictor.scaled_rhs)
     cross = half.T @ half
     if p:
-        try:
-            rx = cholesky(gram.xtx - cross[:p, :p], lower=False)
-        except np.linalg.LinAlgError:
+        rx, info = lapack.dpotrf(gram.xtx - cross[:p, :p], lower=0, clean=1)
+        if info != 0:
             return _failed(p, q)
-        c_beta = solve_triangular(rx, gram.xty - cross[:p, p], trans="T")
-        beta = solve_triangular(rx, c_beta)
+        c_beta, _ = lapack.dtrtrs(rx, gram.xty - cross[:p, p], lower=0, trans=1)
+        beta, _ = lapack.dtrtrs(rx, c_beta, lower=0, trans=0)
         ld_rx2 = 2.0 * float(np.log(np.diag(rx)).sum())
         pwrss = gram.yty - cross[p, p] - float(c_beta @ c_beta)
     else:

@@ -2,5 +2,6 @@
 
 from .blocked import MAX_DENSE_SIZE, BlockedCholesky
 from .cholmod import SparseCholesky
+from .threads import blas_threads_for
 
-__all__ = ["MAX_DENSE_SIZE", "BlockedCholesky", "SparseCholesky"]
+__all__ = ["MAX_DENSE_SIZE", "BlockedCholesky", "SparseCholesky", "blas_threads_for"]

@@ -19,6 +19,7 @@ from ..fitting.optimize import (
     minimize_bobyqa,
 )
 from ..kernels import effects
+from ..linalg import blas_threads_for
 from ..predictor import Predictor, build_gram, build_layout
 
 #: lme4's isSingular tolerance on theta entries with a lower bound of zero.
@@ -108,16 +109,19 @@ class LinearMixedModel:
         )
         if theta0.shape != self.theta_lower.shape:
             raise ValueError(f"start must have {len(self.theta_lower)} values (one per theta)")
-        result = minimize_bobyqa(self.objective, theta0, self.theta_lower)
-        theta = np.maximum(result.x, self.theta_lower)
-        messages = list(result.messages)
-        self.n_evals = result.n_evals
-        self.optimizer_status = result.status
-        if check_convergence:
-            free = ~((self.theta_lower == 0.0) & (theta < SINGULAR_TOLERANCE))
-            grad, hess = finite_difference_derivatives(self.objective, theta, self.theta_lower)
-            messages += convergence_messages(grad, hess, free)
-        self._solution = solve_at(self.predictor, theta, self.reml)
+        with blas_threads_for(self.predictor.dense_size):
+            result = minimize_bobyqa(self.objective, theta0, self.theta_lower)
+            theta = np.maximum(result.x, self.theta_lower)
+            messages = list(result.messages)
+            self.n_evals = result.n_evals
+            self.optimizer_status = result.status
+            if check_convergence:
+                free = ~((self.theta_lower == 0.0) & (theta < SINGULAR_TOLERANCE))
+                grad, hess = finite_difference_derivatives(
+                    self.objective, theta, self.theta_lower
+                )
+                messages += convergence_messages(grad, hess, free)
+            self._solution = solve_at(self.predictor, theta, self.reml)
         self._theta_hat = theta.copy()
         if not np.isfinite(self._solution.objective):
             raise FloatingPointError(
