@@ -33,7 +33,7 @@ def lmm(
         formula, data, reml=reml, weights=weights, offset=offset, na_action=na_action,
         factorization=factorization,
     )
-    return model.fit(start=start, check_convergence=check_convergence)
+    return model.fit(start=start, check_convergence=check_convergence, _stacklevel=3)
 
 
 lmer = lmm

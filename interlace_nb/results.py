@@ -93,7 +93,7 @@ def ranef_frame(
             cond_sd = (
                 np.sqrt(np.maximum(variances[k][:, r, r], 0.0))
                 if variances is not None
-                else np.full(term.n_levels, np.nan)
+                else None
             )
             parts.append(
                 pl.DataFrame(
@@ -102,7 +102,7 @@ def ranef_frame(
                         "level": list(term.levels),
                         "term": [name] * term.n_levels,
                         "estimate": block[:, r],
-                        "cond_sd": cond_sd,
+                        "cond_sd": cond_sd if cond_sd is not None else [None] * term.n_levels,
                     },
                     schema=RANEF_SCHEMA,
                 )

@@ -18,6 +18,10 @@ Tracebacks point at the line of the markdown file.
 
 Our own warnings (SingularFitWarning, ConvergenceWarning) are errors here: an
 example that shows one on purpose must catch it, as a reader's code would.
+
+Links between the pages (``[text](other.md#anchor)``) are checked too: the
+file must exist and the anchor must be one of its headings. A page listed in
+mkdocs.yml's nav but not written yet is reported as a skip, not a failure.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import os
 import re
 import subprocess
 import sys
+import unicodedata
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +44,8 @@ DATA_DIR = ROOT / "tests" / "reference" / "data"
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 _OPENING = re.compile(r"^(?P<indent> *)(?P<fence>`{3,})(?P<info>[^`]*)$")
+_LINK = re.compile(r"\[[^\]]*\]\((?P<target>[^)\s]+)\)")
+_HEADING = re.compile(r"^#{1,6}\s+(?P<title>.+?)\s*#*\s*$")
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,48 @@ def extract_blocks(text: str) -> list[Block]:
         blocks.append(Block(language, tuple(w.lower() for w in words[1:]), "\n".join(body), i + 2))
         i = j + 1
     return blocks
+
+
+def _outside_fences(text: str) -> list[str]:
+    """The lines of a markdown text that are not inside fenced code blocks."""
+    kept: list[str] = []
+    fence = ""
+    for line in text.splitlines():
+        match = _OPENING.match(line)
+        if fence:
+            if line.strip() == fence:
+                fence = ""
+        elif match:
+            fence = match.group("fence")
+        else:
+            kept.append(line)
+    return kept
+
+
+def slugify(title: str) -> str:
+    """A heading's anchor as mkdocs (Python-Markdown's toc) makes it."""
+    text = re.sub(r"[`*]", "", title)  # markup, gone once the heading is rendered
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    text = re.sub(r"[^\w\s-]", "", text).strip().lower()
+    return re.sub(r"[-\s]+", "-", text)
+
+
+def anchors(path: Path) -> set[str]:
+    """Anchors of the headings of a markdown file."""
+    found = set()
+    for line in _outside_fences(path.read_text(encoding="utf-8")):
+        match = _HEADING.match(line)
+        if match:
+            found.add(slugify(match.group("title")))
+    return found
+
+
+def _nav_pages() -> set[str]:
+    """Pages listed in mkdocs.yml (read as text: no YAML dependency)."""
+    config = ROOT / "mkdocs.yml"
+    if not config.exists():
+        return set()
+    return set(re.findall(r"([\w./-]+\.md)\s*$", config.read_text(), flags=re.MULTILINE))
 
 
 def _runs(block: Block) -> bool:
@@ -138,6 +187,37 @@ def test_shown_python_compiles(path: Path) -> None:
     for block in extract_blocks(path.read_text(encoding="utf-8")):
         if block.language == "python":
             compile("\n" * (block.line - 1) + block.code, str(path), "exec")
+
+
+@pytest.mark.parametrize("path", DOC_FILES, ids=_doc_id)
+def test_links_resolve(path: Path) -> None:
+    """Relative links point at existing files, and anchors at existing headings."""
+    planned: list[str] = []
+    broken: list[str] = []
+    for line in _outside_fences(path.read_text(encoding="utf-8")):
+        for match in _LINK.finditer(re.sub(r"`[^`]*`", "", line)):
+            target = match.group("target")
+            if re.match(r"^[a-z]+:", target):
+                continue
+            file_part, _, anchor = target.partition("#")
+            linked = (path.parent / file_part).resolve() if file_part else path
+            if not linked.exists():
+                relative = os.path.relpath(linked, ROOT / "docs")
+                (planned if relative in _nav_pages() else broken).append(target)
+            elif anchor and linked.suffix == ".md" and anchor not in anchors(linked):
+                broken.append(target)
+    assert not broken, f"{_doc_id(path)}: broken links {broken}"
+    if planned:
+        pytest.skip(f"{_doc_id(path)} links to pages not written yet: {planned}")
+
+
+def test_slugify_matches_mkdocs() -> None:
+    assert slugify("Missing values") == "missing-values"
+    assert slugify("`varcorr()` (alias `VarCorr()`): variance components") == (
+        "varcorr-alias-varcorr-variance-components"
+    )
+    assert slugify("Random intercepts only: `ib.fit`") == "random-intercepts-only-ibfit"
+    assert slugify("`fit_stats()`: one row") == "fit_stats-one-row"
 
 
 def test_extract_blocks_reads_fences_and_flags() -> None:

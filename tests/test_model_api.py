@@ -183,3 +183,25 @@ def test_cli_fit_reads_csv_and_reports_bad_formula(tmp_path, capsys) -> None:
     assert (tmp_path / "out" / "varcorr.csv").exists()
     assert main(["fit", str(path), "diameter ~ 1 + (1 | plat)"]) == 2
     assert "Did you mean 'plate'" in capsys.readouterr().err
+
+
+def test_statsmodels_extras(sleep: ib.LinearMixedModel) -> None:
+    assert sleep.llf == sleep.loglik()
+    np.testing.assert_allclose(sleep.tvalues, sleep.fe_params / sleep.bse)
+    assert sleep.pvalues["Days"] == pytest.approx(1.2747e-11, rel=1e-3)
+    assert sleep.pvalues["Intercept"] > 0.0
+    interval = sleep.conf_int(alpha=0.1)
+    assert interval.loc["Days", 1] - sleep.fe_params["Days"] == pytest.approx(
+        1.644854 * sleep.bse["Days"], rel=1e-6
+    )
+    np.testing.assert_allclose(np.sqrt(np.diag(sleep.cov_params())), sleep.bse)
+
+
+def test_double_parentheses_and_warning_location() -> None:
+    data = load_dataset("Dyestuff2.csv")
+    with pytest.warns(ib.SingularFitWarning) as record:
+        ib.lmm("Yield ~ 1 + ((1 | Batch))", data)
+    assert record[0].filename == __file__
+    with pytest.warns(ib.SingularFitWarning):
+        model = ib.lmm("Yield ~ 1 + (1 | Batch)", data)
+    assert model.ranef(cond_sd=False)["cond_sd"].null_count() == 6

@@ -281,6 +281,11 @@ def parse_formula(formula: str) -> ParsedFormula:
     for sign, piece, piece_at in _signed_summands(rhs, rhs_at, formula):
         if not piece:
             raise FormulaError(f"empty term after '{sign}'", formula, piece_at)
+        while _is_wrapped(piece) and _is_wrapped(piece[1:-1].strip()):
+            # lme4 accepts ((1 | g)): drop the redundant parentheses
+            inner = piece[1:-1]
+            piece_at += 1 + len(inner) - len(inner.lstrip())
+            piece = inner.strip()
         if _is_wrapped(piece) and "|" in piece:
             if sign == "-":
                 raise FormulaError("a random term cannot be subtracted", formula, piece_at)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from functools import cached_property
@@ -98,9 +99,17 @@ class LinearMixedModel:
         return solve_at(self.predictor, np.asarray(theta, dtype=float), self.reml).objective
 
     def fit(
-        self, *, start: np.ndarray | None = None, check_convergence: bool = True
+        self,
+        *,
+        start: np.ndarray | None = None,
+        check_convergence: bool = True,
+        _stacklevel: int = 2,
     ) -> LinearMixedModel:
-        """Minimise the profiled criterion over theta with BOBYQA; returns self."""
+        """Minimise the profiled criterion over theta with BOBYQA; returns self.
+
+        Doubtful convergence (lme4's gradient and Hessian checks) raises a
+        ConvergenceWarning, a boundary fit a SingularFitWarning.
+        """
         started = time.perf_counter()
         theta0 = (
             np.concatenate([t.theta_start() for t in self.terms])
@@ -131,13 +140,13 @@ class LinearMixedModel:
         self.convergence_messages = messages
         self.fit_seconds = time.perf_counter() - started
         for message in messages:
-            warnings.warn(message, ConvergenceWarning, stacklevel=2)
+            warnings.warn(message, ConvergenceWarning, stacklevel=_stacklevel)
         if self.singular:
             warnings.warn(
                 "boundary (singular) fit: a variance is estimated as zero or a correlation as "
                 "+-1; see fit_stats()['singular'] and varcorr()",
                 SingularFitWarning,
-                stacklevel=2,
+                stacklevel=_stacklevel,
             )
         self.__dict__.pop("_conditional_variances", None)
         return self
@@ -212,6 +221,43 @@ class LinearMixedModel:
         return pd.Series(
             np.sqrt(np.diag(self.vcov())), index=list(self.design.x_names), name="bse"
         )
+
+    bse_fe = bse
+
+    @property
+    def tvalues(self) -> pd.Series:
+        """Wald statistics estimate / std_error by term name (statsmodels)."""
+        return pd.Series(self.beta / self.bse.to_numpy(), index=self.fe_params.index,
+                         name="tvalues")
+
+    @property
+    def pvalues(self) -> pd.Series:
+        """Two-sided normal-approximation p-values, as statsmodels' MixedLM reports.
+
+        Denominator degrees of freedom (Satterthwaite, Kenward-Roger) are not
+        implemented yet; lme4 itself prints no p-values.
+        """
+        z = np.abs(self.tvalues.to_numpy())
+        p = np.array([math.erfc(value / math.sqrt(2.0)) for value in z])
+        return pd.Series(p, index=self.fe_params.index, name="pvalues")
+
+    def conf_int(self, alpha: float = 0.05) -> pd.DataFrame:
+        """Wald confidence intervals by term name, columns 0 and 1 (statsmodels)."""
+        table = self.coef_table(level=1.0 - alpha)
+        return pd.DataFrame(
+            {0: table["conf_low"].to_numpy(), 1: table["conf_high"].to_numpy()},
+            index=self.fe_params.index,
+        )
+
+    def cov_params(self) -> pd.DataFrame:
+        """Covariance of the fixed effects, labelled by term (statsmodels)."""
+        names = list(self.design.x_names)
+        return pd.DataFrame(self.vcov(), index=names, columns=names)
+
+    @property
+    def llf(self) -> float:
+        """Log-likelihood (statsmodels' name; the REML one for REML fits)."""
+        return self.loglik()
 
     def fixef(self) -> dict[str, float]:
         """Fixed effects as a name -> value dict (lme4's fixef)."""
