@@ -80,11 +80,19 @@ def minimize_bobyqa(
 
 
 def finite_difference_derivatives(
-    fun: Callable[[np.ndarray], float], x: np.ndarray, lower: np.ndarray, delta: float = 1e-4
+    fun: Callable[[np.ndarray], float],
+    x: np.ndarray,
+    lower: np.ndarray,
+    delta: float = 1e-4,
+    f0: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Gradient and Hessian by central differences (lme4's deriv12), one-sided at bounds."""
+    """Gradient and Hessian by central differences (lme4's deriv12), clipped at bounds.
+
+    ``f0``, the value at ``x`` when the caller already has it, saves one evaluation.
+    """
     n = len(x)
-    f0 = fun(x)
+    if f0 is None:
+        f0 = fun(x)
     grad = np.zeros(n)
     hess = np.zeros((n, n))
     steps = np.eye(n) * delta

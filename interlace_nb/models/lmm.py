@@ -122,8 +122,9 @@ class LinearMixedModel:
             self.optimizer_status = result.status
             if check_convergence:
                 free = ~((self.theta_lower == 0.0) & (theta < SINGULAR_TOLERANCE))
+                at_optimum = result.fun if np.array_equal(theta, result.x) else None
                 grad, hess = finite_difference_derivatives(
-                    self.objective, theta, self.theta_lower
+                    self.objective, theta, self.theta_lower, f0=at_optimum
                 )
                 messages += convergence_messages(grad, hess, free)
             self._solution = solve_at(self.predictor, theta, self.reml)
