@@ -35,8 +35,9 @@ GNU_TIME = Path("/usr/bin/time")
 TIMEOUT_SECONDS = 3600
 
 FIELDS = [
-    "timestamp", "git_sha", "git_dirty", "host", "cpus", "problem", "n_rows", "formula", "reml",
-    "tool", "repeats", "setup_s", "fit_s", "total_s", "total_s_min", "total_s_max", "n_evals",
+    "timestamp", "git_sha", "git_dirty", "host", "cpus", "threads", "problem", "n_rows",
+    "formula", "reml", "tool", "repeats", "setup_s", "fit_s", "total_s", "total_s_min",
+    "total_s_max", "n_evals",
     "n_calls", "eval_s", "time_per_eval_s", "peak_mb", "baseline_mb", "delta_mb", "criterion",
     "speedup_vs_lme4", "criterion_diff", "max_theta_diff", "max_beta_diff", "warmup_s",
     "compile_s", "loadavg_before", "loadavg_after", "note",
@@ -59,8 +60,15 @@ def git_state() -> tuple[str, bool]:
     return sha, bool(dirty)
 
 
-def worker_env(numba_cache: Path) -> dict[str, str]:
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                    "NUMBA_NUM_THREADS")
+
+
+def child_env(numba_cache: Path, threads: int | None) -> dict[str, str]:
+    """Environment for workers and Rscript: a private Numba cache, optional thread cap."""
     env = dict(os.environ)
+    if threads:
+        env.update({name: str(threads) for name in THREAD_VARIABLES})
     env["NUMBA_CACHE_DIR"] = str(numba_cache)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     return env
@@ -77,7 +85,7 @@ def run_worker(args: list[str], env: dict[str, str]) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_lme4(csv_path: Path, problem: Problem) -> dict:
+def run_lme4(csv_path: Path, problem: Problem, env: dict[str, str]) -> dict:
     """One lmer() fit in a fresh Rscript, under /usr/bin/time -v when available."""
     command = [
         "Rscript", str(R_SCRIPT), str(csv_path), problem.formula,
@@ -85,7 +93,9 @@ def run_lme4(csv_path: Path, problem: Problem) -> dict:
     ]
     if GNU_TIME.exists():
         command = [str(GNU_TIME), "-v", *command]
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_SECONDS)
+    proc = subprocess.run(
+        command, capture_output=True, text=True, timeout=TIMEOUT_SECONDS, env=env
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"Rscript failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     out: dict = {}
@@ -143,8 +153,9 @@ def benchmark_problem(
     data.write_parquet(parquet_path)
     spec = json.dumps({"data": str(parquet_path), "formula": problem.formula,
                        "reml": problem.reml})
-    base = {"problem": problem.name, "n_rows": data.height, "formula": problem.formula,
-            "reml": problem.reml, "loadavg_before": load_before}
+    threads = env.get("OPENBLAS_NUM_THREADS", "default")
+    base = {"threads": threads, "problem": problem.name, "n_rows": data.height,
+            "formula": problem.formula, "reml": problem.reml, "loadavg_before": load_before}
     lme4_note = ""
     if with_lme4 and shutil.which("Rscript") is None:
         with_lme4, lme4_note = False, "lme4 skipped: Rscript not found"
@@ -156,7 +167,7 @@ def benchmark_problem(
         ours.append(run_worker([spec], env))
         print(f"  interlace_nb {problem.name} #{k + 1}: {ours[-1]['total_s']:.2f} s", flush=True)
         if with_lme4:
-            theirs.append(run_lme4(csv_path, problem))
+            theirs.append(run_lme4(csv_path, problem, env))
             print(f"  lme4 {problem.name} #{k + 1}: {theirs[-1]['total_s']:.2f} s", flush=True)
     load_after = os.getloadavg()[0]
     ours_row = {**base, "tool": "interlace_nb", **median_row(ours), "loadavg_after": load_after}
@@ -225,6 +236,9 @@ def markdown_table(rows: list[dict], header: str) -> str:
 def write_results(rows: list[dict], out_dir: Path, stamp: dict) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / f"{stamp['timestamp'][:10]}_{stamp['git_sha']}.csv"
+    if csv_path.exists() and csv_path.read_text().split("\n", 1)[0].strip() != ",".join(FIELDS):
+        clock = stamp["timestamp"][11:19].replace(":", "")
+        csv_path = csv_path.with_name(f"{csv_path.stem}_{clock}.csv")
     new_file = not csv_path.exists()
     with csv_path.open("a", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=FIELDS, extrasaction="ignore")
@@ -236,8 +250,8 @@ def write_results(rows: list[dict], out_dir: Path, stamp: dict) -> tuple[Path, P
     header = (
         f"Run {stamp['timestamp']} at {stamp['git_sha']}{' (dirty)' if stamp['git_dirty'] else ''}"
         f" on {stamp['host']} ({stamp['cpus']} CPUs); medians of {rows[0]['repeats']} fresh-process"
-        f" repeats; Numba compile (excluded): {stamp['compile_s']:.1f} s; 1-min load average"
-        f" {min(loads):.1f}-{max(loads):.1f} (the machine has {stamp['cpus']} CPUs)."
+        f" repeats; thread cap: {rows[0]['threads']}; Numba compile (excluded):"
+        f" {stamp['compile_s']:.1f} s; 1-min load average {min(loads):.1f}-{max(loads):.1f}."
     )
     md_path = out_dir / "latest.md"
     md_path.write_text(markdown_table(rows, header))
@@ -249,6 +263,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--problems", help="comma-separated problem names (default: all)")
     parser.add_argument("--repeats", type=int, default=3, help="fresh-process fits per tool")
     parser.add_argument("--no-lme4", action="store_true", help="skip the lme4 comparison")
+    parser.add_argument(
+        "--threads", type=int, help="cap BLAS/OpenMP/Numba threads of both tools (default: none)"
+    )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
     problems = get_problems(args.problems)
@@ -263,7 +280,7 @@ def main(argv: list[str] | None = None) -> None:
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="interlace_bench_") as tmp_name:
         tmp = Path(tmp_name)
-        env = worker_env(tmp / "numba_cache")
+        env = child_env(tmp / "numba_cache", args.threads)
         warm = run_worker(["--warmup-only"], env)
         stamp["compile_s"] = warm["warmup_s"]
         print(f"warm-up (Numba compile into a fresh cache): {warm['warmup_s']:.1f} s", flush=True)

@@ -353,3 +353,147 @@ def dense_criterion(y, x, z, theta, sizes, n_levels, *, reml, weights=None, offs
         objective += ld_rx2
     return DenseFit(float(objective), beta, u, lam @ u, pwrss, pwrss / dof, float(ld_l2),
                     float(ld_rx2), lam, a)
+
+
+# --------------------------------------------------------------- blocked.py
+#
+# The blocked Cholesky's input is the scaled system A (without the identity)
+# as a full symmetric, block-complete CSC (``indptr``, ``indices``, ``scaled``);
+# its first ``q1`` columns are the first term's levels, ``p1`` per level. The
+# twins build A + I densely and use NumPy's Cholesky, solves and inverses;
+# results the kernels store "laid out like ``scaled``" are read back on the
+# pattern, with NaN wherever the kernel writes nothing.
+
+
+def csc_dense(indptr, indices, data) -> np.ndarray:
+    """The dense q x q matrix of a CSC (entries not stored are zero)."""
+    q = len(indptr) - 1
+    out = np.zeros((q, q))
+    for c in range(q):
+        for k in range(indptr[c], indptr[c + 1]):
+            out[indices[k], c] = data[k]
+    return out
+
+
+def first_term_l21_slots(indptr, indices, q1) -> np.ndarray:
+    """Boolean mask over ``scaled``'s entries: first-term columns, rows >= q1 (L21's slots)."""
+    mask = np.zeros(len(indices), dtype=bool)
+    for c in range(q1):
+        for k in range(indptr[c], indptr[c + 1]):
+            mask[k] = indices[k] >= q1
+    return mask
+
+
+def l21_dense(indptr, indices, l21, q1) -> np.ndarray:
+    """The (q - q1) x q1 dense L21 read from its slots in the CSC layout."""
+    q = len(indptr) - 1
+    out = np.zeros((q - q1, q1))
+    for c in range(q1):
+        for k in range(indptr[c], indptr[c + 1]):
+            if indices[k] >= q1:
+                out[indices[k] - q1, c] = l21[k]
+    return out
+
+
+def l11_dense(l11) -> np.ndarray:
+    """The block-diagonal q1 x q1 L11 from its per-level blocks."""
+    n_levels, p1, _ = l11.shape
+    out = np.zeros((n_levels * p1, n_levels * p1))
+    for j in range(n_levels):
+        out[j * p1 : (j + 1) * p1, j * p1 : (j + 1) * p1] = np.tril(l11[j])
+    return out
+
+
+def small_cholesky(block):
+    """Twin of blocked._small_cholesky: (lower factor with zeros above, True) or (None, False)."""
+    try:
+        return np.linalg.cholesky(np.asarray(block, dtype=float)), True
+    except np.linalg.LinAlgError:
+        return None, False
+
+
+def factor_first_term(indptr, indices, scaled, q1, p1):
+    """Twin of blocked.factor_first_term: ``(logdet, l11, l21)``.
+
+    A + I dense; L11_j = chol of level j's diagonal block, L21 = A21 L11^-T
+    with L11 the block-diagonal of those; ``l21`` is L21 read on its slots in
+    ``scaled``'s layout (NaN elsewhere). logdet = 2 sum log diag L11, nan if
+    any block is not positive definite (then l11/l21 are None).
+    """
+    q = len(indptr) - 1
+    a = csc_dense(indptr, indices, scaled) + np.eye(q)
+    n_levels = q1 // p1
+    l11 = np.zeros((n_levels, p1, p1))
+    for j in range(n_levels):
+        rows = slice(j * p1, (j + 1) * p1)
+        lower, ok = small_cholesky(a[rows, rows])
+        if not ok:
+            return float("nan"), None, None
+        l11[j] = lower
+    big_l11 = l11_dense(l11)
+    l21_full = np.linalg.solve(big_l11, a[q1:, :q1].T).T  # A21 L11^-T
+    l21 = np.full(len(indices), np.nan)
+    for c in range(q1):
+        for k in range(indptr[c], indptr[c + 1]):
+            if indices[k] >= q1:
+                l21[k] = l21_full[indices[k] - q1, c]
+    logdet = 2.0 * float(np.log(np.diag(big_l11)).sum())
+    return logdet, l11, l21
+
+
+def fill_schur(indptr, indices, scaled, q1, schur_in):
+    """Twin of blocked.fill_schur: upper triangle of A22 + I over ``schur_in``, lower kept."""
+    q = len(indptr) - 1
+    a22 = (csc_dense(indptr, indices, scaled) + np.eye(q))[q1:, q1:]
+    out = np.array(schur_in, dtype=float, copy=True)
+    upper = np.triu(np.ones_like(a22, dtype=bool))
+    out[upper] = a22[upper]
+    return out
+
+
+def downdate_schur(indptr, indices, l21, q1, schur_in):
+    """Twin of blocked.downdate_schur: ``schur_in - L21 L21'`` on the upper triangle only."""
+    low = l21_dense(indptr, indices, l21, q1)
+    product = low @ low.T
+    out = np.array(schur_in, dtype=float, copy=True)
+    upper = np.triu(np.ones_like(product, dtype=bool))
+    out[upper] -= product[upper]
+    return out
+
+
+def forward_first_term(indptr, indices, l11, l21, q1, rhs, r2_in):
+    """Twin of blocked.forward_first_term: ``(c1, r2)`` with c1 = L11^-1 rhs[:q1], r2 -= L21 c1."""
+    c1 = np.linalg.solve(l11_dense(l11), np.asarray(rhs, dtype=float)[:q1])
+    r2 = np.asarray(r2_in, dtype=float) - l21_dense(indptr, indices, l21, q1) @ c1
+    return c1, r2
+
+
+def backward_first_term(indptr, indices, l11, l21, q1, w1, u2):
+    """Twin of blocked.backward_first_term: u1 = L11^-T (w1 - L21' u2)."""
+    low = l21_dense(indptr, indices, l21, q1)
+    return np.linalg.solve(l11_dense(l11).T, np.asarray(w1, dtype=float) - low.T @ u2)
+
+
+def first_term_inverse_blocks(indptr, indices, l11, l21, q1, p1, schur_inverse):
+    """Twin of blocked.first_term_inverse_blocks: diagonal p1 x p1 blocks of
+
+    (A^-1)_11 = L11^-T (I + L21' S^-1 L21) L11^-1,
+
+    formed as full q1 x q1 matrices with an explicit inverse of L11.
+    """
+    inv_l11 = np.linalg.inv(l11_dense(l11))
+    low = l21_dense(indptr, indices, l21, q1)
+    full = inv_l11.T @ (np.eye(q1) + low.T @ schur_inverse @ low) @ inv_l11
+    n_levels = q1 // p1
+    return np.array([full[j * p1 : (j + 1) * p1, j * p1 : (j + 1) * p1] for j in range(n_levels)])
+
+
+# -------------------------------------------------------- gram._counting_order
+
+
+def counting_order(codes, n_levels, order_in):
+    """Twin of gram._counting_order: ``order_in`` stably sorted by ``codes[order_in]``."""
+    order_in = np.asarray(order_in)
+    keys = np.asarray(codes)[order_in]
+    assert np.all((keys >= 0) & (keys < n_levels))
+    return order_in[np.argsort(keys, kind="stable")]

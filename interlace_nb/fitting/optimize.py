@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 import nlopt
 import numpy as np
 
-#: lme4's nloptwrap defaults.
+#: lme4's nloptwrap defaults, plus nloptr's own default xtol_rel (lme4 leaves it set).
 XTOL_ABS = 1e-8
+XTOL_REL = 1e-4
 FTOL_ABS = 1e-8
 MAX_EVALS = 100_000
 
@@ -53,6 +54,7 @@ def minimize_bobyqa(
     opt.set_upper_bounds(np.full(n, np.inf))
     opt.set_min_objective(wrapped)
     opt.set_xtol_abs(xtol_abs)
+    opt.set_xtol_rel(XTOL_REL)
     opt.set_ftol_abs(ftol_abs)
     opt.set_maxeval(max_evals)
     messages = []

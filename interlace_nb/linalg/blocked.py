@@ -16,7 +16,7 @@ from ..kernels import blocked
 MAX_DENSE_SIZE = 6000
 
 #: Multiply-adds in the Schur downdate above which the parallel kernel pays off.
-PARALLEL_DOWNDATE_WORK = 2_000_000
+PARALLEL_DOWNDATE_WORK = 10_000_000
 
 
 def balanced_column_bounds(m: int, n_bands: int) -> np.ndarray:
