@@ -497,3 +497,175 @@ def counting_order(codes, n_levels, order_in):
     keys = np.asarray(codes)[order_in]
     assert np.all((keys >= 0) & (keys < n_levels))
     return order_in[np.argsort(keys, kind="stable")]
+
+
+# =================================================================== glm.py
+#
+# R's family objects written out with NumPy/SciPy, by name: make.link's
+# linkfun / linkinv / mu.eta (with its .Machine$double.eps guards), each
+# family's variance and dev.resids. Copied from R's src/library/stats/R/family.R
+# and src/library/stats/src/family.c, vectorised.
+
+_EPS = np.finfo(float).eps
+
+
+def _pcauchy_r(x):
+    """R's pcauchy: atan(1/x) in the tails keeps relative accuracy there."""
+    x = np.asarray(x, dtype=float)
+    with np.errstate(divide="ignore"):
+        tail = np.arctan(1.0 / x) / np.pi
+    return np.where(x > 1, 1.0 - tail, np.where(x < -1, -tail, 0.5 + np.arctan(x) / np.pi))
+
+
+def r_linkfun(link, mu):
+    """Twin of glm.linkfun: R's ``make.link(link)$linkfun``."""
+    from scipy import stats
+
+    mu = np.asarray(mu, dtype=float)
+    return {
+        "identity": lambda: mu,
+        "log": lambda: np.log(mu),
+        "logit": lambda: np.log(mu / (1 - mu)),  # qlogis
+        "probit": lambda: stats.norm.ppf(mu),
+        "cloglog": lambda: np.log(-np.log(1 - mu)),
+        "cauchit": lambda: stats.cauchy.ppf(mu),
+        "inverse": lambda: 1 / mu,
+        "1/mu^2": lambda: 1 / mu**2,
+        "sqrt": lambda: np.sqrt(mu),
+    }[link]()
+
+
+def r_linkinv(link, eta):
+    """Twin of glm.linkinv: R's ``make.link(link)$linkinv`` with its guards."""
+    from scipy import stats
+
+    eta = np.asarray(eta, dtype=float)
+    if link == "identity":
+        return eta.copy()
+    if link == "log":
+        return np.maximum(np.exp(eta), _EPS)
+    if link == "logit":  # C logit_linkinv
+        thresh = -np.log(_EPS)
+        tmp = np.where(eta < -thresh, _EPS, np.where(eta > thresh, 1 / _EPS, np.exp(eta)))
+        return tmp / (1 + tmp)
+    if link == "probit":
+        thresh = -stats.norm.ppf(_EPS)
+        return stats.norm.cdf(np.clip(eta, -thresh, thresh))
+    if link == "cloglog":
+        return np.maximum(np.minimum(-np.expm1(-np.exp(eta)), 1 - _EPS), _EPS)
+    if link == "cauchit":
+        thresh = 1 / np.tan(np.pi * _EPS)  # -qcauchy(eps)
+        return _pcauchy_r(np.clip(eta, -thresh, thresh))
+    if link == "inverse":
+        return 1 / eta
+    if link == "1/mu^2":
+        return 1 / np.sqrt(eta)
+    if link == "sqrt":
+        return eta**2
+    raise ValueError(link)
+
+
+def r_mu_eta(link, eta):
+    """Twin of glm.mu_eta: R's ``make.link(link)$mu.eta`` (dmu/deta) with its floors."""
+    from scipy import stats
+
+    eta = np.asarray(eta, dtype=float)
+    if link == "identity":
+        return np.ones_like(eta)
+    if link == "log":
+        return np.maximum(np.exp(eta), _EPS)
+    if link == "logit":  # C logit_mu_eta, THRESH = 30
+        opexp = 1 + np.exp(eta)
+        return np.where(np.abs(eta) > 30, _EPS, np.exp(eta) / opexp**2)
+    if link == "probit":
+        return np.maximum(stats.norm.pdf(eta), _EPS)
+    if link == "cloglog":
+        e = np.minimum(eta, 700)
+        return np.maximum(np.exp(e) * np.exp(-np.exp(e)), _EPS)
+    if link == "cauchit":
+        return np.maximum(stats.cauchy.pdf(eta), _EPS)
+    if link == "inverse":
+        return -1 / eta**2
+    if link == "1/mu^2":
+        return -1 / (2 * eta**1.5)
+    if link == "sqrt":
+        return 2 * eta
+    raise ValueError(link)
+
+
+def r_variance(family, mu):
+    """Twin of glm.variance: the family's ``variance(mu)``."""
+    mu = np.asarray(mu, dtype=float)
+    return {
+        "binomial": lambda: mu * (1 - mu),
+        "poisson": lambda: mu,
+        "Gamma": lambda: mu**2,
+        "inverse.gaussian": lambda: mu**3,
+        "gaussian": lambda: np.ones_like(mu),
+    }[family]()
+
+
+def r_dev_resids(family, y, mu, wt):
+    """Twin of glm.unit_deviance: the family's ``dev.resids(y, mu, wt)``."""
+    y, mu, wt = (np.asarray(a, dtype=float) for a in (y, mu, wt))
+
+    def y_log_y(a, b):  # C y_log_y: a * log(a / b), 0 when a == 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(a != 0, a * np.log(a / b), 0.0)
+
+    if family == "binomial":
+        return 2 * wt * (y_log_y(y, mu) + y_log_y(1 - y, 1 - mu))
+    if family == "poisson":
+        r = mu * wt
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pos = wt * (y * np.log(y / mu) - (y - mu))
+        return 2 * np.where(y > 0, pos, r)
+    if family == "Gamma":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return -2 * wt * (np.log(np.where(y == 0, 1, y / mu)) - (y - mu) / mu)
+    if family == "inverse.gaussian":
+        return wt * ((y - mu) ** 2) / (y * mu**2)
+    if family == "gaussian":
+        return wt * ((y - mu) ** 2)
+    raise ValueError(family)
+
+
+def glm_row_pass(family, link, eta, y, prior_weights):
+    """Twin of glm.glm_row_pass: ``(mu, w, z, dev, total)`` as R's glm.fit forms them.
+
+    w = prior * mu.eta^2 / variance(mu) (glm.fit's w squared); z = eta + (y - mu) / mu.eta.
+    """
+    eta = np.asarray(eta, dtype=float)
+    mu = r_linkinv(link, eta)
+    d = r_mu_eta(link, eta)
+    w = prior_weights * d**2 / r_variance(family, mu)
+    z = eta + (y - mu) / d
+    dev = r_dev_resids(family, y, mu, prior_weights)
+    return mu, w, z, dev, float(dev.sum())
+
+
+def glm_start(family, link, y, prior_weights):
+    """Twin of glm.glm_start: ``(mu, eta)`` from R's family ``initialize`` (mustart)."""
+    y = np.asarray(y, dtype=float)
+    if family == "binomial":
+        mu = (prior_weights * y + 0.5) / (prior_weights + 1)
+    elif family == "poisson":
+        mu = y + 0.1
+    else:
+        mu = y.copy()
+    return mu, r_linkfun(link, mu)
+
+
+def valid_eta_mu(family, link, eta, mu):
+    """Twin of glm.valid_eta_mu: R's valideta(eta) && validmu(mu), plus finiteness."""
+    eta, mu = np.asarray(eta, dtype=float), np.asarray(mu, dtype=float)
+    ok = bool(np.all(np.isfinite(eta)) and np.all(np.isfinite(mu)))
+    if link == "inverse":
+        ok = ok and bool(np.all(eta != 0))
+    if link in ("1/mu^2", "sqrt"):
+        ok = ok and bool(np.all(eta > 0))
+    if family == "binomial":
+        ok = ok and bool(np.all((mu > 0) & (mu < 1)))
+    if family in ("poisson", "Gamma"):
+        ok = ok and bool(np.all(mu > 0))
+    return ok
