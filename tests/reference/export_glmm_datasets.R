@@ -18,13 +18,8 @@
 
 suppressPackageStartupMessages(library(lme4))
 
-get_script_dir <- function() {
-  args <- commandArgs(trailingOnly = FALSE)
-  f <- sub("^--file=", "", args[grep("^--file=", args)])
-  if (length(f) == 1L) return(dirname(normalizePath(f)))
-  if (dir.exists("tests/reference")) return(normalizePath("tests/reference"))
-  normalizePath(".")
-}
+source(file.path(dirname(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE))),
+               "reference_helpers.R"))
 out_dir <- file.path(get_script_dir(), "data")
 dir.create(out_dir, showWarnings = FALSE, recursive = TRUE)
 

@@ -30,63 +30,22 @@ change there cannot alter these files.
 
 from __future__ import annotations
 
-import csv
+import sys
 from pathlib import Path
 
 import numpy as np
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
-
-
-# --------------------------------------------------------------------------
-# helpers (copied from make_synthetic.py)
-# --------------------------------------------------------------------------
-def sig6(v: float) -> str:
-    """Format a float with 6 significant digits (shortest text for that)."""
-    return repr(float(f"{v:.6g}"))
-
-
-def round6(a: np.ndarray) -> np.ndarray:
-    """Round an array to 6 significant digits (as floats)."""
-    return np.array([float(f"{v:.6g}") for v in a])
-
-
-def ids(prefix: str, n: int, width: int) -> np.ndarray:
-    return np.array([f"{prefix}{i:0{width}d}" for i in range(1, n + 1)])
-
-
-def sample_covering(rng: np.random.Generator, n_rows: int, n_levels: int,
-                    p: np.ndarray) -> np.ndarray:
-    """Level index per row: every level at least once, rest drawn with prob p."""
-    if n_rows < n_levels:
-        raise ValueError("need at least one row per level")
-    rest = rng.choice(n_levels, size=n_rows - n_levels, replace=True, p=p)
-    out = np.concatenate([np.arange(n_levels), rest])
-    rng.shuffle(out)
-    return out
-
-
-def lognormal_activity(rng: np.random.Generator, n: int, sdlog: float = 1.0) -> np.ndarray:
-    a = rng.lognormal(mean=0.0, sigma=sdlog, size=n)
-    return a / a.sum()
-
-
-def zipf_popularity(rng: np.random.Generator, n: int, s: float = 1.1) -> np.ndarray:
-    ranks = rng.permutation(n) + 1          # item i has rank ranks[i]
-    p = 1.0 / ranks.astype(float) ** s
-    return p / p.sum()
-
-
-def write_csv(path: Path, columns: dict[str, list[str] | np.ndarray]) -> None:
-    names = list(columns)
-    n = len(next(iter(columns.values())))
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(names)
-        cols = [columns[k] for k in names]
-        for i in range(n):
-            w.writerow([c[i] for c in cols])
-    print(f"wrote {path.name:28s} {n:7d} rows  {path.stat().st_size / 1e6:6.2f} MB")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_synthetic import (  # noqa: E402  (the LMM generator's helpers, shared)
+    DATA_DIR,
+    ids,
+    lognormal_activity,
+    round6,
+    sample_covering,
+    sig6,
+    write_csv,
+    zipf_popularity,
+)
 
 
 def crossed_design(rng: np.random.Generator, n_rows: int, n_subj: int, n_item: int):

@@ -46,13 +46,8 @@ suppressPackageStartupMessages({
   library(jsonlite)
 })
 
-get_script_dir <- function() {
-  args <- commandArgs(trailingOnly = FALSE)
-  f <- sub("^--file=", "", args[grep("^--file=", args)])
-  if (length(f) == 1L) return(dirname(normalizePath(f)))
-  if (dir.exists("tests/reference")) return(normalizePath("tests/reference"))
-  normalizePath(".")
-}
+source(file.path(dirname(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE))),
+               "reference_helpers.R"))
 ref_dir  <- get_script_dir()
 data_dir <- file.path(ref_dir, "data")
 out_file <- file.path(ref_dir, "lmm_reference.json")
@@ -73,23 +68,8 @@ factor_cols <- list(
   "synth_nested.csv"        = c("school", "class")
 )
 
-.data_cache <- new.env()
-read_data <- function(file) {
-  if (!is.null(.data_cache[[file]])) return(.data_cache[[file]])
-  fcols <- factor_cols[[file]]
-  path <- file.path(data_dir, file)
-  if (!file.exists(path)) stop("missing data file ", path,
-                               " (run export_datasets.R / make_synthetic.py)")
-  hdr <- names(read.csv(path, nrows = 1, check.names = FALSE))
-  cc <- ifelse(hdr %in% fcols, "character", NA)
-  d <- read.csv(path, colClasses = cc, check.names = FALSE,
-                stringsAsFactors = FALSE)
-  for (col in fcols) {
-    d[[col]] <- factor(d[[col]], levels = sort(unique(d[[col]]), method = "radix"))
-  }
-  .data_cache[[file]] <- d
-  d
-}
+read_data <- function(file) read_reference_data(file, data_dir, factor_cols,
+                                                  "export_datasets.R / make_synthetic.py")
 
 ## --------------------------------------------------------------------------
 ## cases
@@ -135,30 +115,7 @@ cases <- list(
 ## --------------------------------------------------------------------------
 ## JSON helpers: full-precision numbers spliced in verbatim
 ## --------------------------------------------------------------------------
-fmt_num <- function(x) {
-  x <- as.numeric(x)
-  vapply(x, function(v) {
-    if (is.na(v)) return("null")
-    if (!is.finite(v)) stop("non-finite number in output")
-    for (d in 15:17) {
-      s <- sprintf(paste0("%.", d, "g"), v)
-      if (as.numeric(s) == v) break
-    }
-    s
-  }, character(1), USE.NAMES = FALSE)
-}
-jnum <- function(x) {                       # scalar (NULL / NA -> null)
-  if (is.null(x) || length(x) == 0L) return(NULL)
-  stopifnot(length(x) == 1L)
-  structure(fmt_num(x), class = "json")
-}
-jarr <- function(x)                         # always a JSON array
-  structure(paste0("[", paste(fmt_num(x), collapse = ","), "]"), class = "json")
-jstr_arr <- function(x) I(as.character(x))  # always a JSON array of strings
-na2null <- function(x) if (length(x) == 0L || is.na(x)) NULL else as.character(x)
-
-to_json <- function(x) toJSON(x, auto_unbox = TRUE, json_verbatim = TRUE,
-                              null = "null", na = "null")
+## fmt_num, jnum, jarr, jstr_arr, na2null, to_json: see reference_helpers.R
 
 ## --------------------------------------------------------------------------
 ## fitting
@@ -171,19 +128,7 @@ build_call <- function(cs, dev_fun_only = FALSE) {
   as.call(c(quote(lmer), args))
 }
 
-## evaluate, collecting (and muffling) messages and warnings
-eval_collect <- function(expr_call, env) {
-  msgs <- character(0); warns <- character(0)
-  t <- system.time(
-    val <- withCallingHandlers(eval(expr_call, env),
-      message = function(m) { msgs <<- c(msgs, trimws(conditionMessage(m)))
-                              invokeRestart("muffleMessage") },
-      warning = function(w) { warns <<- c(warns, conditionMessage(w))
-                              invokeRestart("muffleWarning") })
-  )
-  list(value = val, messages = msgs, warnings = warns,
-       elapsed = unname(t[["elapsed"]]))
-}
+## eval_collect: see reference_helpers.R
 
 fit_case <- function(cs) {
   d <- read_data(cs$data)
