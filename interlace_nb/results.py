@@ -112,13 +112,10 @@ def ranef_frame(
 
 def fit_stats_frame(model: LinearMixedModel) -> pl.DataFrame:
     """nobs, ngroups (struct per factor), criteria, sigma, convergence, timing."""
-    ngroups: dict[str, int] = {}
-    for term in model.terms:
-        ngroups.setdefault(term.group, term.n_levels)
     return pl.DataFrame(
         {
             "nobs": [model.nobs],
-            "ngroups": [ngroups],
+            "ngroups": [model.ngroups],
             "reml_criterion": [model.reml_criterion],
             "deviance": [model.deviance],
             "loglik": [model.loglik()],
@@ -194,12 +191,9 @@ def summary_text(model: LinearMixedModel) -> str:
             last_group = term.group
     rows.append(["Residual", "", _sig(model.scale), _sig(model.sigma), ""])
     lines += _format_table(["Groups", "Name", "Variance", "Std.Dev.", "Corr"], rows, left=2)
-    ngroups: dict[str, int] = {}
-    for term in model.terms:
-        ngroups.setdefault(term.group, term.n_levels)
     lines.append(
         f"Number of obs: {model.nobs}, groups:  "
-        + "; ".join(f"{g}, {n}" for g, n in ngroups.items())
+        + "; ".join(f"{g}, {n}" for g, n in model.ngroups.items())
     )
     if model.na_message:
         lines.append(f"({model.na_message})")

@@ -65,11 +65,17 @@ def solve_at(predictor: Predictor, theta: np.ndarray, reml: bool) -> LmmSolution
     if not pwrss > 0.0:
         return _failed(p, q)
     u = predictor.system.backward(half[:, p] - half[:, :p] @ beta)
+    objective = profiled_criterion(ld_l2, ld_rx2, pwrss, n, p, gram.sum_log_weights, reml)
+    return LmmSolution(objective, beta, u, float(pwrss), ld_l2, ld_rx2, rx)
+
+
+def profiled_criterion(
+    ld_l2: float, ld_rx2: float, pwrss: float, n: int, p: int, sum_log_weights: float, reml: bool
+) -> float:
+    """The REML criterion or ML deviance from the factor's pieces (formulas above)."""
     dof = n - p if reml else n
-    objective = ld_l2 - gram.sum_log_weights + dof * (1.0 + LOG_2PI + np.log(pwrss / dof))
-    if reml:
-        objective += ld_rx2
-    return LmmSolution(float(objective), beta, u, float(pwrss), ld_l2, ld_rx2, rx)
+    value = ld_l2 - sum_log_weights + dof * (1.0 + LOG_2PI + np.log(pwrss / dof))
+    return float(value + ld_rx2 if reml else value)
 
 
 def _failed(p: int, q: int) -> LmmSolution:

@@ -56,6 +56,7 @@ class BlockedCholesky:
         self._l11 = np.zeros((q1 // p1, p1, p1))
         self._l21 = np.zeros(len(indices))
         self._schur = np.zeros((self.m, self.m), order="F")
+        self._schur_inverse_cache: np.ndarray | None = None
         self._column_bounds = balanced_column_bounds(self.m, n_bands)
         first_columns = np.arange(0, q1, p1)
         rows_per_level = self.indptr[first_columns + 1] - self.indptr[first_columns] - p1
@@ -64,6 +65,7 @@ class BlockedCholesky:
 
     def factor(self, data: np.ndarray) -> float:
         """Factor ``A + I``; return log det (nan when not positive definite)."""
+        self._schur_inverse_cache = None
         logdet = blocked.factor_first_term(
             self.indptr, self.indices, data, self.q1, self.p1, self._l11, self._l21
         )
@@ -115,17 +117,20 @@ class BlockedCholesky:
         return u.reshape(shape)
 
     def _schur_inverse(self) -> np.ndarray:
+        """S^-1 (dense, symmetric), computed once per factorisation and kept."""
+        if self._schur_inverse_cache is not None:
+            return self._schur_inverse_cache
         if not self.m:
             return np.zeros((0, 0))
         inverse, info = lapack.dpotri(self._schur, lower=0)
         if info != 0:
             raise FloatingPointError("could not invert the Schur block")
-        return np.triu(inverse) + np.triu(inverse, 1).T
+        self._schur_inverse_cache = np.triu(inverse) + np.triu(inverse, 1).T
+        return self._schur_inverse_cache
 
     def inverse_diagonal_blocks(self, block_starts: np.ndarray, block_size: int) -> np.ndarray:
         """Diagonal blocks of (A+I)^-1 at the given (unpermuted) column starts."""
         s_inv = self._schur_inverse()
-        out = np.empty((len(block_starts), block_size, block_size))
         if len(block_starts) and block_starts[0] < self.q1:
             blocks = np.empty((self.q1 // self.p1, self.p1, self.p1))
             blocked.first_term_inverse_blocks(
@@ -133,6 +138,7 @@ class BlockedCholesky:
                 np.ascontiguousarray(s_inv), blocks,
             )
             return blocks[block_starts // self.p1]
+        out = np.empty((len(block_starts), block_size, block_size))
         for k, start in enumerate(block_starts):
             rows = slice(start - self.q1, start - self.q1 + block_size)
             out[k] = s_inv[rows, rows]

@@ -13,7 +13,7 @@ import polars as pl
 
 from .. import results
 from ..design import Design, build_design
-from ..fitting.lmm import LmmSolution, solve_at
+from ..fitting.lmm import LmmSolution, profiled_criterion, solve_at
 from ..fitting.optimize import (
     convergence_messages,
     finite_difference_derivatives,
@@ -204,6 +204,11 @@ class LinearMixedModel:
         return bool((self._theta_hat[bounded] < SINGULAR_TOLERANCE).any())
 
     @property
+    def ngroups(self) -> dict[str, int]:
+        """Number of levels per grouping factor (terms sharing a factor counted once)."""
+        return {term.group: term.n_levels for term in self.terms}
+
+    @property
     def n_fixed(self) -> int:
         return self.design.x.shape[1]
 
@@ -347,10 +352,9 @@ class LinearMixedModel:
     def deviance(self) -> float:
         """-2 log-likelihood (ML); for REML fits, the ML deviance at the REML estimates."""
         s = self.solution
-        n = self.nobs
-        return float(
-            s.ld_l2 - self.predictor.gram.sum_log_weights
-            + n * (1.0 + np.log(2.0 * np.pi * s.pwrss / n))
+        return profiled_criterion(
+            s.ld_l2, s.ld_rx2, s.pwrss, self.nobs, self.n_fixed,
+            self.predictor.gram.sum_log_weights, reml=False,
         )
 
     def loglik(self) -> float:
