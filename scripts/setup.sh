@@ -49,8 +49,8 @@ if command -v apt-get >/dev/null && command -v dpkg-query >/dev/null; then
         fi
         say "installing system packages: ${missing[*]}"
         export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq
-        apt-get install -y -qq --no-install-recommends "${missing[@]}"
+        apt-get -o DPkg::Lock::Timeout=600 update -qq
+        apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}"
     else
         say "system packages present (SuiteSparse, OpenBLAS, compiler)"
     fi
