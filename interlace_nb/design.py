@@ -44,6 +44,8 @@ class Design:
     offset: np.ndarray
     has_weights: bool
     has_offset: bool
+    #: Binomial totals (successes + failures) of a ``cbind(successes, failures)`` response.
+    trials: np.ndarray | None = None
 
 
 #: Column types formulaic can read neither as numbers nor as factors.
@@ -185,9 +187,25 @@ def build_design(
     weights: object = None,
     offset: object = None,
     na_action: str = "omit",
+    binomial: bool = False,
 ) -> Design:
-    """Parse, read the data once, and build y, X and the random terms."""
+    """Parse, read the data once, and build y, X and the random terms.
+
+    ``binomial`` (GLMMs) also accepts lme4's ``cbind(successes, failures)``
+    response and a two-level factor response (the first level is failure).
+    """
     parsed = parse_formula(formula)
+    cbind_parts = _cbind_arguments(parsed.response)
+    if cbind_parts is not None and not binomial:
+        raise FormulaError(
+            "a cbind(successes, failures) response is for binomial models; fit it with "
+            "interlace_nb.glmm(..., family='binomial')",
+            formula,
+            0,
+        )
+    response_spec = (
+        parsed.response if cbind_parts is None else " + ".join(f"I({a})" for a in cbind_parts)
+    )
     if not parsed.random_terms:
         raise FormulaError(
             f"formula {formula!r} has no random-effects term such as (1 | group), so it is not "
@@ -203,7 +221,7 @@ def build_design(
         for name, expr in formula_variable_sources(rhs, available).items():
             columns.setdefault(name, role if expr == name else f"{role} term {expr!r}")
 
-    need(f"0 + {parsed.response}", "response")
+    need(f"0 + {response_spec}", "response")
     need(parsed.fixed_rhs, "fixed-effects")
     for term in parsed.random_terms:
         need(term.lhs, f"random-effects term {term.text}")
@@ -222,12 +240,14 @@ def build_design(
         extra[OFFSET_COLUMN] = offset_array
     model_frame = load_model_frame(data, columns, na_action=na_action, extra_columns=extra)
     frame = model_frame.frame
+    if binomial and cbind_parts is None:
+        frame = _binary_factor_response(frame, parsed.response)
     _check_numeric_response(frame, parsed.response)
     _check_variable_types(frame, columns)
     pandas_frame = formulaic_frame(frame)
 
     fixed = _model_matrix(
-        f"{parsed.response} ~ {parsed.fixed_rhs}",
+        f"{response_spec} ~ {parsed.fixed_rhs}",
         pandas_frame,
         "fixed-effects",
         frame.schema,
@@ -235,6 +255,9 @@ def build_design(
     )
     _check_factor_levels(fixed.rhs, "fixed-effects", model_frame.n_dropped)
     y_matrix = np.asarray(fixed.lhs, dtype=float)
+    trials = None
+    if cbind_parts is not None:
+        y_matrix, trials = _successes_and_trials(y_matrix, cbind_parts)
     if y_matrix.ndim != 2 or y_matrix.shape[1] != 1:
         raise DataError(
             f"response {parsed.response!r} must be one numeric column, got {y_matrix.shape[1]} "
@@ -303,6 +326,79 @@ def build_design(
         offset=np.ascontiguousarray(off),
         has_weights=weights is not None,
         has_offset=offset is not None,
+        trials=trials,
+    )
+
+
+def _cbind_arguments(response: str) -> tuple[str, str] | None:
+    """The two expressions of ``cbind(a, b)``, or None for any other response."""
+    text = response.strip()
+    if not (text.startswith("cbind(") and text.endswith(")")):
+        return None
+    inner = text[len("cbind(") : -1]
+    parts, depth, last = [], 0, 0
+    for i, char in enumerate(inner):
+        depth += char in "([{"
+        depth -= char in ")]}"
+        if char == "," and depth == 0:
+            parts.append(inner[last:i].strip())
+            last = i + 1
+    parts.append(inner[last:].strip())
+    if len(parts) != 2 or not all(parts):
+        raise FormulaError(
+            f"cbind response {response!r} needs exactly two arguments: "
+            "cbind(successes, failures)",
+            response,
+            0,
+        )
+    return parts[0], parts[1]
+
+
+def _successes_and_trials(
+    counts: np.ndarray, parts: tuple[str, str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """cbind(successes, failures) -> (proportion column, trials), with the checks R makes."""
+    if counts.shape[1] != 2:
+        raise DataError(f"cbind({parts[0]}, {parts[1]}) must give two numeric columns")
+    _check_finite(counts, parts, "cbind column")
+    for j, part in enumerate(parts):
+        bad = counts[:, j] < 0
+        if bad.any():
+            role = "successes" if j == 0 else "failures"
+            row = int(np.flatnonzero(bad)[0])
+            raise DataError(
+                f"cbind {role} {part!r} is negative in {int(bad.sum())} row(s) (first at row "
+                f"{row}: {counts[row, j]!r}); counts of successes and failures must be >= 0"
+            )
+    trials = counts.sum(axis=1)
+    empty = trials == 0
+    if empty.any():
+        raise DataError(
+            f"{int(empty.sum())} row(s) have no trials (cbind({parts[0]}, {parts[1]}) is 0, 0; "
+            f"first at row {int(np.flatnonzero(empty)[0])}); drop those rows, they carry no "
+            "information"
+        )
+    return (counts[:, 0] / trials)[:, None], trials
+
+
+def _binary_factor_response(frame: pl.DataFrame, response: str) -> pl.DataFrame:
+    """A two-level string/categorical response becomes 0/1, the first level failure (as R)."""
+    if response not in frame.columns:
+        return frame
+    dtype = frame.schema[response]
+    if dtype == pl.Boolean:
+        return frame.with_columns(pl.col(response).cast(pl.Float64))
+    if not (dtype == pl.String or isinstance(dtype, (pl.Categorical, pl.Enum))):
+        return frame
+    levels = sorted(frame.get_column(response).cast(pl.String).unique().to_list())
+    if len(levels) != 2:
+        raise DataError(
+            f"response {response!r} is a factor with {len(levels)} level(s) "
+            f"({', '.join(map(repr, levels[:5]))}); a binomial response needs two, "
+            "the first (in sorted order) counting as failure"
+        )
+    return frame.with_columns(
+        (pl.col(response).cast(pl.String) != levels[0]).cast(pl.Float64).alias(response)
     )
 
 

@@ -83,61 +83,98 @@ class GramSystem:
     sum_log_weights: float
 
 
+class GramBuilder:
+    """Builds the Gram blocks for any weights and response on a fixed sparsity pattern.
+
+    The level pairs of crossed terms and the CSC layout of Z'WZ are found
+    once; PIRLS then rebuilds the values for new working weights and working
+    response at the cost of one pass over the rows, with no sorting.
+    """
+
+    def __init__(self, terms: list[RandomTerm], layout: Layout, x: np.ndarray):
+        self.terms = terms
+        self.layout = layout
+        self.x = x
+        self._pairs = []  # (a, b, row_pair, n_pairs)
+        rows, cols = [], []
+        for a, term_a in enumerate(terms):
+            for b in range(a, len(terms)):
+                term_b = terms[b]
+                if term_b.factors == term_a.factors:
+                    # one grouping factor: a row meets only its own level
+                    pair_a = pair_b = np.arange(term_a.n_levels, dtype=np.int64)
+                    row_pair = term_a.codes
+                else:
+                    pair_a, pair_b, row_pair = gram.unique_level_pairs(
+                        term_a.codes, term_b.codes, term_a.n_levels, term_b.n_levels
+                    )
+                shape = (len(pair_a), term_a.size, term_b.size)
+                ra = layout.term_col_offset[a] + pair_a[:, None] * term_a.size
+                ra = ra + np.arange(term_a.size)
+                cb = layout.term_col_offset[b] + pair_b[:, None] * term_b.size
+                cb = cb + np.arange(term_b.size)
+                r = np.broadcast_to(ra[:, :, None], shape).ravel()
+                c = np.broadcast_to(cb[:, None, :], shape).ravel()
+                rows.append(r)
+                cols.append(c)
+                if a != b:
+                    rows.append(c)
+                    cols.append(r)
+                self._pairs.append((a, b, row_pair, shape))
+        q = layout.q
+        row_idx = np.concatenate(rows)
+        col_idx = np.concatenate(cols)
+        # Build the pattern with 1-based entry numbers as values, so the CSC
+        # data array tells where each accumulated entry lands.
+        numbered = sp.csc_matrix(
+            (np.arange(1, len(row_idx) + 1, dtype=float), (row_idx, col_idx)), shape=(q, q)
+        )
+        numbered.sort_indices()
+        if numbered.nnz != len(row_idx):
+            raise AssertionError("Z'Z assembly produced duplicate entries")
+        self.indptr = numbered.indptr
+        self.indices = numbered.indices
+        self._position = np.empty(len(row_idx), dtype=np.int64)
+        self._position[numbered.data.astype(np.int64) - 1] = np.arange(len(row_idx))
+
+    def build(self, y: np.ndarray, weights: np.ndarray) -> GramSystem:
+        """All Gram blocks of [Z X y] under ``weights``; Z'WZ full-symmetric, block-complete."""
+        terms, layout, x = self.terms, self.layout, self.x
+        vals = []
+        for a, b, row_pair, shape in self._pairs:
+            blocks = np.zeros(shape)
+            gram.accumulate_pair_blocks(row_pair, terms[a].z, terms[b].z, weights, blocks)
+            vals.append(blocks.ravel())
+            if a != b:
+                vals.append(blocks.ravel())
+        data = np.empty(len(self._position))
+        data[self._position] = np.concatenate(vals)
+        ztz = sp.csc_matrix((data, self.indices, self.indptr), shape=(layout.q, layout.q))
+        xy = np.column_stack([x, y])
+        ztxy = np.zeros((layout.q, xy.shape[1]))
+        for k, term in enumerate(terms):
+            start = layout.term_col_offset[k]
+            stop = start + term.size * term.n_levels
+            gram.accumulate_z_cross(term.codes, term.z, weights, xy, ztxy[start:stop])
+        xyxy = gram.weighted_crossprod(xy, xy, weights)
+        p = x.shape[1]
+        return GramSystem(
+            ztz=ztz,
+            ztx=np.ascontiguousarray(ztxy[:, :p]),
+            zty=np.ascontiguousarray(ztxy[:, p]),
+            xtx=xyxy[:p, :p].copy(),
+            xty=xyxy[:p, p].copy(),
+            yty=float(xyxy[p, p]),
+            n=len(y),
+            sum_log_weights=float(np.log(weights).sum()),
+        )
+
+
 def build_gram(
     terms: list[RandomTerm], layout: Layout, x: np.ndarray, y: np.ndarray, weights: np.ndarray
 ) -> GramSystem:
-    """Build all Gram blocks; Z'WZ stored full-symmetric and block-complete."""
-    rows, cols, vals = [], [], []
-    for a, term_a in enumerate(terms):
-        for b in range(a, len(terms)):
-            term_b = terms[b]
-            if term_b.factors == term_a.factors:
-                # one grouping factor: a row meets only its own level
-                pair_a = pair_b = np.arange(term_a.n_levels, dtype=np.int64)
-                row_pair = term_a.codes
-            else:
-                pair_a, pair_b, row_pair = gram.unique_level_pairs(
-                    term_a.codes, term_b.codes, term_a.n_levels, term_b.n_levels
-                )
-            blocks = np.zeros((len(pair_a), term_a.size, term_b.size))
-            gram.accumulate_pair_blocks(row_pair, term_a.z, term_b.z, weights, blocks)
-            ra = layout.term_col_offset[a] + pair_a[:, None] * term_a.size + np.arange(term_a.size)
-            cb = layout.term_col_offset[b] + pair_b[:, None] * term_b.size + np.arange(term_b.size)
-            r = np.broadcast_to(ra[:, :, None], blocks.shape).ravel()
-            c = np.broadcast_to(cb[:, None, :], blocks.shape).ravel()
-            rows.append(r)
-            cols.append(c)
-            vals.append(blocks.ravel())
-            if a != b:
-                rows.append(c)
-                cols.append(r)
-                vals.append(blocks.ravel())
-    q = layout.q
-    row_idx = np.concatenate(rows)
-    col_idx = np.concatenate(cols)
-    values = np.concatenate(vals)
-    ztz = sp.csc_matrix((values, (row_idx, col_idx)), shape=(q, q))
-    ztz.sort_indices()
-    if ztz.nnz != len(values):
-        raise AssertionError("Z'Z assembly produced duplicate entries")
-    xy = np.column_stack([x, y])
-    ztxy = np.zeros((q, xy.shape[1]))
-    for k, term in enumerate(terms):
-        start = layout.term_col_offset[k]
-        stop = start + term.size * term.n_levels
-        gram.accumulate_z_cross(term.codes, term.z, weights, xy, ztxy[start:stop])
-    xyxy = gram.weighted_crossprod(xy, xy, weights)
-    p = x.shape[1]
-    return GramSystem(
-        ztz=ztz,
-        ztx=np.ascontiguousarray(ztxy[:, :p]),
-        zty=np.ascontiguousarray(ztxy[:, p]),
-        xtx=xyxy[:p, :p].copy(),
-        xty=xyxy[:p, p].copy(),
-        yty=float(xyxy[p, p]),
-        n=len(y),
-        sum_log_weights=float(np.log(weights).sum()),
-    )
+    """Build all Gram blocks once (the LMM case: prior weights, fixed response)."""
+    return GramBuilder(terms, layout, x).build(y, weights)
 
 
 def choose_factorization(terms: list[RandomTerm], layout: Layout, method: str) -> str:
@@ -187,6 +224,16 @@ class Predictor:
             self.system = SparseCholesky(ztz.indptr, ztz.indices, layout.q)
         self.theta: np.ndarray | None = None
         self.logdet = float("nan")
+
+    def set_gram(self, gram_system: GramSystem) -> None:
+        """New Gram values on the same pattern (PIRLS: new working weights); call update next."""
+        ztz = gram_system.ztz
+        if ztz.nnz != len(self._ztz_data) or not np.array_equal(ztz.indices, self._indices):
+            raise ValueError("set_gram needs Z'WZ with the sparsity pattern the predictor has")
+        self.gram = gram_system
+        self._ztz_data = ztz.data
+        self._zt_xy = np.column_stack([gram_system.ztx, gram_system.zty])
+        self.theta = None
 
     @property
     def dense_size(self) -> int:

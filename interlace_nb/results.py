@@ -10,6 +10,7 @@ Schemas (promised; see docs/results.md):
 
 from __future__ import annotations
 
+import math
 from statistics import NormalDist
 from typing import TYPE_CHECKING
 
@@ -46,25 +47,37 @@ RANEF_SCHEMA = {
 
 
 def coef_table(
-    names: tuple[str, ...], estimate: np.ndarray, std_error: np.ndarray, level: float
+    names: tuple[str, ...],
+    estimate: np.ndarray,
+    std_error: np.ndarray,
+    level: float,
+    statistic_name: str = "t value",
 ) -> pl.DataFrame:
-    """Wald table of the fixed effects."""
+    """Wald table of the fixed effects; GLMMs (z statistics) add two-sided p-values."""
     z = NormalDist().inv_cdf(0.5 + level / 2.0)
-    return pl.DataFrame(
-        {
-            "term": list(names),
-            "estimate": estimate,
-            "std_error": std_error,
-            "statistic": estimate / std_error,
-            "conf_low": estimate - z * std_error,
-            "conf_high": estimate + z * std_error,
-        },
-        schema=COEF_SCHEMA,
-    )
+    statistic = estimate / std_error
+    columns = {
+        "term": list(names),
+        "estimate": estimate,
+        "std_error": std_error,
+        "statistic": statistic,
+        "conf_low": estimate - z * std_error,
+        "conf_high": estimate + z * std_error,
+    }
+    schema = dict(COEF_SCHEMA)
+    if statistic_name == "z value":
+        columns["p_value"] = wald_p_values(statistic)
+        schema["p_value"] = pl.Float64
+    return pl.DataFrame(columns, schema=schema)
+
+
+def wald_p_values(statistic: np.ndarray) -> np.ndarray:
+    """Two-sided normal p-values, 2 * (1 - Phi(|z|)), accurate in the far tail."""
+    return np.array([math.erfc(abs(value) / math.sqrt(2.0)) for value in statistic])
 
 
 def varcorr_frame(
-    terms: list[RandomTerm], covariances: list[np.ndarray], residual_variance: float
+    terms: list[RandomTerm], covariances: list[np.ndarray], residual_variance: float | None
 ) -> pl.DataFrame:
     """Standard deviations then correlations per term, then the residual row."""
     rows = []
@@ -79,7 +92,8 @@ def varcorr_frame(
                 rows.append(
                     (term.group, term.column_names[j], term.column_names[i], cov[i, j], corr)
                 )
-    rows.append(("Residual", None, None, residual_variance, np.sqrt(residual_variance)))
+    if residual_variance is not None:
+        rows.append(("Residual", None, None, residual_variance, np.sqrt(residual_variance)))
     return pl.DataFrame(rows, schema=VARCORR_SCHEMA, orient="row")
 
 

@@ -345,3 +345,17 @@ def valid_eta_mu(family, link, eta, mu):
         if (family == FAMILY_POISSON or family == FAMILY_GAMMA) and m <= 0.0:
             return False
     return True
+
+
+@kernel
+def linkinv_array(link, eta, out):
+    """out[i] = linkinv(eta[i]) (predictions on the response scale)."""
+    for i in range(eta.shape[0]):
+        out[i] = linkinv(link, eta[i])
+
+
+@kernel
+def variance_array(family, mu, out):
+    """out[i] = V(mu[i]), the family's variance function (Pearson residuals)."""
+    for i in range(mu.shape[0]):
+        out[i] = variance(family, mu[i])
