@@ -5,10 +5,15 @@ system at every step of a BOBYQA search over the relative covariance factor.
 Polars in, tidy Polars frames out.
 """
 
-from .api import fit, lmer, lmm
+from .api import fit, glmer, glmm, lmer, lmm
 from .data import DataError
 from .formula import FormulaError
-from .models import ConvergenceWarning, LinearMixedModel, SingularFitWarning
+from .models import (
+    ConvergenceWarning,
+    GeneralizedLinearMixedModel,
+    LinearMixedModel,
+    SingularFitWarning,
+)
 
 __version__ = "0.1.0"
 
@@ -16,10 +21,13 @@ __all__ = [
     "ConvergenceWarning",
     "DataError",
     "FormulaError",
+    "GeneralizedLinearMixedModel",
     "LinearMixedModel",
     "SingularFitWarning",
     "__version__",
     "fit",
+    "glmer",
+    "glmm",
     "lmer",
     "lmm",
 ]

@@ -1,11 +1,12 @@
-"""The entry points users call: lmm (alias lmer) and the seed-style fit."""
+"""The entry points users call: lmm (alias lmer), glmm (alias glmer), the seed-style fit."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from .data import column_names, missing_column_error
-from .models import LinearMixedModel
+from .models import GeneralizedLinearMixedModel, LinearMixedModel
+from .response import Family
 
 
 def lmm(
@@ -37,6 +38,40 @@ def lmm(
 
 
 lmer = lmm
+
+
+def glmm(
+    formula: str,
+    data: object,
+    *,
+    family: str | Family = "binomial",
+    link: str | None = None,
+    nAGQ: int = 1,  # noqa: N803 (lme4's name)
+    weights: object = None,
+    offset: object = None,
+    na_action: str = "omit",
+    start: dict | None = None,
+    check_convergence: bool = True,
+    factorization: str = "auto",
+) -> GeneralizedLinearMixedModel:
+    """Fit a generalized linear mixed model written in lme4's syntax (as glmer).
+
+    ``family`` is "binomial", "poisson", "Gamma", "inverse.gaussian" or
+    "gaussian"; ``link`` defaults to the family's canonical link. A binomial
+    response is 0/1, a two-level factor, a proportion with the numbers of
+    trials as ``weights``, or ``cbind(successes, failures)``. ``nAGQ=1``
+    (default) is the Laplace approximation; ``nAGQ=0`` the fast mode (fixed
+    effects estimated inside PIRLS); ``nAGQ>1`` adaptive Gauss-Hermite
+    quadrature for a single scalar random-effects term.
+    """
+    model = GeneralizedLinearMixedModel(
+        formula, data, family=family, link=link, nAGQ=nAGQ, weights=weights, offset=offset,
+        na_action=na_action, factorization=factorization,
+    )
+    return model.fit(start=start, check_convergence=check_convergence, _stacklevel=3)
+
+
+glmer = glmm
 
 
 def fit(

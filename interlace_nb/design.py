@@ -203,9 +203,13 @@ def build_design(
             formula,
             0,
         )
-    response_spec = (
-        parsed.response if cbind_parts is None else " + ".join(f"I({a})" for a in cbind_parts)
-    )
+    if cbind_parts is not None:
+        response_spec = " + ".join(f"I({a})" for a in cbind_parts)
+    elif re.fullmatch(r"[A-Za-z_][\w.]*", parsed.response.strip()):
+        response_spec = parsed.response
+    else:
+        # an expression: evaluate it as Python (formulaic would read y/n as nesting)
+        response_spec = f"I({parsed.response})"
     if not parsed.random_terms:
         raise FormulaError(
             f"formula {formula!r} has no random-effects term such as (1 | group), so it is not "

@@ -137,9 +137,15 @@ class GramBuilder:
         self._position = np.empty(len(row_idx), dtype=np.int64)
         self._position[numbered.data.astype(np.int64) - 1] = np.arange(len(row_idx))
 
-    def build(self, y: np.ndarray, weights: np.ndarray) -> GramSystem:
-        """All Gram blocks of [Z X y] under ``weights``; Z'WZ full-symmetric, block-complete."""
-        terms, layout, x = self.terms, self.layout, self.x
+    def build(
+        self, y: np.ndarray, weights: np.ndarray, x: np.ndarray | None = None
+    ) -> GramSystem:
+        """All Gram blocks of [Z X y] under ``weights``; Z'WZ full-symmetric, block-complete.
+
+        ``x`` replaces the builder's X (PIRLS with beta held fixed passes no columns).
+        """
+        terms, layout = self.terms, self.layout
+        x = self.x if x is None else x
         vals = []
         for a, b, row_pair, shape in self._pairs:
             blocks = np.zeros(shape)
@@ -233,6 +239,8 @@ class Predictor:
         self.gram = gram_system
         self._ztz_data = ztz.data
         self._zt_xy = np.column_stack([gram_system.ztx, gram_system.zty])
+        if self.scaled_rhs.shape != self._zt_xy.shape:
+            self.scaled_rhs = np.empty_like(self._zt_xy)
         self.theta = None
 
     @property

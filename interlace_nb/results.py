@@ -29,7 +29,7 @@ from .data import (
 from .kernels import effects
 
 if TYPE_CHECKING:
-    from .models.lmm import LinearMixedModel
+    from .models.base import MixedModelBase
     from .terms import RandomTerm
 
 COEF_SCHEMA = {
@@ -124,7 +124,7 @@ def ranef_frame(
     return pl.concat(parts)
 
 
-def fit_stats_frame(model: LinearMixedModel) -> pl.DataFrame:
+def fit_stats_frame(model: MixedModelBase) -> pl.DataFrame:
     """nobs, ngroups (struct per factor), criteria, sigma, convergence, timing."""
     return pl.DataFrame(
         {
@@ -163,28 +163,20 @@ def _sig(value: float, digits: int = 4) -> str:
     return f"{value:.{digits}g}" if np.isfinite(value) else "NA"
 
 
-def summary_text(model: LinearMixedModel) -> str:
+def criteria_table(model: MixedModelBase) -> list[str]:
+    """The AIC / BIC / logLik / deviance / df.resid line of lme4's summary."""
+    return _format_table(
+        ["AIC", "BIC", "logLik", "deviance", "df.resid"],
+        [[f"{model.aic:.4f}", f"{model.bic:.4f}", f"{model.loglik():.4f}",
+          f"{model.deviance:.4f}", str(model.nobs - model.df_model)]],
+        left=0,
+    )
+
+
+def summary_text(model: MixedModelBase) -> str:
     """The fit laid out like lme4's summary(merMod)."""
-    method = "REML" if model.reml else "maximum likelihood"
-    lines = [f"Linear mixed model fit by {method} [interlace_nb]", f"Formula: {model.formula}"]
-    if model.design.has_weights:
-        lines.append("Weights: prior weights")
-    if model.design.has_offset:
-        lines.append("Offset: yes")
-    lines.append("")
-    if model.reml:
-        lines.append(f"REML criterion at convergence: {model.reml_criterion:.4f}")
-    else:
-        lines.extend(
-            _format_table(
-                ["AIC", "BIC", "logLik", "deviance", "df.resid"],
-                [[f"{model.aic:.4f}", f"{model.bic:.4f}", f"{model.loglik():.4f}",
-                  f"{model.deviance:.4f}", str(model.nobs - model.df_model)]],
-                left=0,
-            )
-        )
-    resid = model.resid * np.sqrt(model.design.weights) / model.sigma
-    quantiles = np.quantile(resid, [0.0, 0.25, 0.5, 0.75, 1.0])
+    lines = model.summary_header()
+    quantiles = np.quantile(model.scaled_residuals(), [0.0, 0.25, 0.5, 0.75, 1.0])
     lines += ["", "Scaled residuals:"]
     lines += _format_table(
         ["Min", "1Q", "Median", "3Q", "Max"], [[f"{v:.4f}" for v in quantiles]], left=0
@@ -203,7 +195,8 @@ def summary_text(model: LinearMixedModel) -> str:
             group = term.group if term.group != last_group or i == 0 else ""
             rows.append([group, name, _sig(cov[i, i]), _sig(sd[i]), " ".join(corr)])
             last_group = term.group
-    rows.append(["Residual", "", _sig(model.scale), _sig(model.sigma), ""])
+    if model.residual_variance is not None:
+        rows.append(["Residual", "", _sig(model.scale), _sig(model.sigma), ""])
     lines += _format_table(["Groups", "Name", "Variance", "Std.Dev.", "Corr"], rows, left=2)
     lines.append(
         f"Number of obs: {model.nobs}, groups:  "
@@ -217,7 +210,12 @@ def summary_text(model: LinearMixedModel) -> str:
         [name, f"{b:.6g}", f"{s:.6g}", f"{b / s:.3f}"]
         for name, b, s in zip(model.design.x_names, model.beta, se, strict=True)
     ]
-    lines += _format_table(["", "Estimate", "Std. Error", "t value"], coef_rows)
+    header = ["", "Estimate", "Std. Error", model.statistic_name]
+    if model.statistic_name == "z value":
+        header.append("Pr(>|z|)")
+        for row, p in zip(coef_rows, wald_p_values(model.beta / se), strict=True):
+            row.append(f"{p:.3g}" if p >= 2e-16 else "<2e-16")
+    lines += _format_table(header, coef_rows)
     if 1 < len(se) <= 12:
         lines += ["", "Correlation of Fixed Effects:"]
         corr = model.vcov() / np.outer(se, se)
@@ -255,7 +253,7 @@ def _new_model_matrix(spec: object, frame: pd.DataFrame, role: str) -> np.ndarra
 
 
 def predict_new(
-    model: LinearMixedModel, newdata: object, include_re: bool, allow_new_levels: bool
+    model: MixedModelBase, newdata: object, include_re: bool, allow_new_levels: bool
 ) -> np.ndarray:
     """Predict for new rows, encoding them with the fit's formulaic specs."""
     design = model.design

@@ -306,6 +306,24 @@ def glm_deviance(family, link, eta, y, prior_weights):
 
 
 @kernel
+def glm_deviance_checked(family, link, eta, y, prior_weights):
+    """Total deviance at eta, or inf as soon as a row fails R's valideta/validmu.
+
+    One pass for PIRLS's step-halving: a step that leaves the domain counts as
+    an increase.
+    """
+    n = eta.shape[0]
+    total = 0.0
+    for i in range(n):
+        e = eta[i]
+        mu = linkinv(link, e)
+        if not _valid_row(family, link, e, mu):
+            return math.inf
+        total += unit_deviance(family, y[i], mu, prior_weights[i])
+    return total
+
+
+@kernel
 def glm_start(family, link, y, prior_weights, mu_out, eta_out):
     """Starting mu and eta as R's family ``initialize`` expressions set them.
 
@@ -332,18 +350,24 @@ def valid_eta_mu(family, link, eta, mu):
     """
     n = eta.shape[0]
     for i in range(n):
-        e = eta[i]
-        m = mu[i]
-        if not math.isfinite(e) or not math.isfinite(m):
+        if not _valid_row(family, link, eta[i], mu[i]):
             return False
-        if link == LINK_INVERSE and e == 0.0:
-            return False
-        if (link == LINK_INVERSE_SQUARED or link == LINK_SQRT) and e <= 0.0:
-            return False
-        if family == FAMILY_BINOMIAL and not (0.0 < m < 1.0):
-            return False
-        if (family == FAMILY_POISSON or family == FAMILY_GAMMA) and m <= 0.0:
-            return False
+    return True
+
+
+@kernel
+def _valid_row(family, link, e, m):
+    """valideta && validmu for one row."""
+    if not math.isfinite(e) or not math.isfinite(m):
+        return False
+    if link == LINK_INVERSE and e == 0.0:
+        return False
+    if (link == LINK_INVERSE_SQUARED or link == LINK_SQRT) and e <= 0.0:
+        return False
+    if family == FAMILY_BINOMIAL and not (0.0 < m < 1.0):
+        return False
+    if (family == FAMILY_POISSON or family == FAMILY_GAMMA) and m <= 0.0:
+        return False
     return True
 
 

@@ -20,6 +20,9 @@ FACTOR_COLUMNS = {
     "Pastes.csv": ["batch", "cask", "sample"],
     "Dyestuff.csv": ["Batch"],
     "Dyestuff2.csv": ["Batch"],
+    "cbpp.csv": ["herd", "period"],
+    "grouseticks.csv": ["INDEX", "BROOD", "YEAR", "LOCATION"],
+    "VerbAgg.csv": ["id", "item", "Gender", "btype", "situ"],
 }
 
 

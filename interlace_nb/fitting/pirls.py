@@ -24,11 +24,17 @@ from ..predictor import GramBuilder, Predictor
 from ..response.glm import GlmResponse, RowState
 from .lmm import solve_at
 
-#: Relative change of the penalised deviance at which PIRLS stops.
-PIRLS_TOLERANCE = 1e-12
+#: PIRLS stops when the full step moves no mode or coefficient by more than this
+#: (relative to the largest). A criterion on the penalised deviance alone, which is
+#: flat at the modes, would leave u with only half the digits, and the Laplace
+#: deviance, which is not flat there, would carry that error.
+STEP_TOLERANCE = 1e-12
 #: A final step that still lowers the penalised deviance by more than this
 #: (relative) means PIRLS did not converge.
 PIRLS_DOUBT = 1e-7
+#: Increases of the penalised deviance this small (relative) are rounding, not
+#: divergence: the step is taken rather than halved ten times for nothing.
+ROUNDING = 1e-13
 MAX_ITERATIONS = 100
 MAX_STEP_HALVINGS = 10
 
@@ -92,9 +98,8 @@ class Pirls:
         """Iterate from (beta, u), or from ``eta_start`` (R's mustart) when given.
 
         Each iteration factors at the current working weights; it stops when
-        the step lowers the penalised deviance by less than PIRLS_TOLERANCE
-        (relative) and keeps the current point, so the factor and the modes
-        belong together.
+        the full step is below STEP_TOLERANCE and keeps the current point, so
+        the factor and the modes belong together.
         """
         response = self.response
         theta = np.asarray(theta, dtype=float)
@@ -128,19 +133,21 @@ class Pirls:
                 eta = self.linear_predictor(theta, beta, u)
                 continue
             step_beta, step_u = new_beta - beta, new_u - u
-            value = np.inf
+            size = max(_max_abs(step_u), _max_abs(step_beta))
+            if size <= STEP_TOLERANCE * max(1.0, _max_abs(u), _max_abs(beta)):
+                return PirlsState(theta, beta, u, rows, current, ld_l2, solution.rx, iteration,
+                                  True)
+            allowed = current + ROUNDING * abs(current)
             for _ in range(MAX_STEP_HALVINGS + 1):
                 cand_beta, cand_u = beta + step_beta, u + step_u
                 cand_eta = self.linear_predictor(theta, cand_beta, cand_u)
-                value = np.inf
-                if response.valid(cand_eta):
-                    value = response.deviance(cand_eta) + float(cand_u @ cand_u)
-                    if value <= current:
-                        break
+                value = response.deviance(cand_eta) + float(cand_u @ cand_u)
+                if value <= allowed:
+                    break
                 step_beta, step_u = step_beta / 2.0, step_u / 2.0
-            if value > current or current - value <= PIRLS_TOLERANCE * abs(current):
-                # No step lowers the penalised deviance (beyond rounding): stop at the
-                # current point, whose factor this iteration computed.
+            if value > allowed:
+                # No step lowers the penalised deviance: stop at the current point,
+                # whose factor this iteration computed; fine if only rounding is left.
                 converged = value - current <= PIRLS_DOUBT * abs(current)
                 return PirlsState(theta, beta, u, rows, current, ld_l2, solution.rx, iteration,
                                   bool(converged))
@@ -150,6 +157,48 @@ class Pirls:
                           MAX_ITERATIONS, False)
 
 
+def _max_abs(values: np.ndarray) -> float:
+    return float(np.abs(values).max()) if values.size else 0.0
+
+
 def laplace_deviance(response: GlmResponse, state: PirlsState) -> float:
     """lme4's nAGQ = 1 objective: -2 log p(y | mu) + log|L|^2 + |u|^2."""
     return response.minus_two_loglik(state.rows) + state.ld_l2 + float(state.u @ state.u)
+
+
+def agq_deviance(pirls: Pirls, state: PirlsState, n_nodes: int) -> float:
+    """lme4's adaptive Gauss-Hermite deviance for one scalar random-effects term.
+
+    Per group g, with conditional mode u_g, conditional sd s_g = 1/L_gg and
+    D_g(u) = sum of the group's deviance residuals + u^2, the integral
+    int exp(-D_g(u)/2) du / sqrt(2 pi) is approximated by Gauss-Hermite nodes
+    z_k centred at u_g and scaled by s_g. The value is on lme4's scale:
+    log|L|^2 + sum_g D_g(u_g) - 2 sum_g log(sum_k w_k exp(-(D_g(u_k) - D_g(u_g))/2
+    + z_k^2/2)), which is -2 log L minus the saturated model's -2 log L.
+    """
+    term = pirls.predictor.terms[0]
+    theta = float(state.theta[0])
+    codes = term.codes
+    z = term.z[:, 0]
+    rows = state.rows
+    n_levels = term.n_levels
+    diag = 1.0 + theta * theta * np.bincount(
+        codes, weights=rows.working_weights * z * z, minlength=n_levels
+    )
+    sd = 1.0 / np.sqrt(diag)
+    u = state.u
+    devc0 = np.bincount(codes, weights=rows.deviance_terms, minlength=n_levels) + u * u
+    nodes, weights = np.polynomial.hermite_e.hermegauss(n_nodes)
+    weights = weights / np.sqrt(2.0 * np.pi)
+    mult = np.zeros(n_levels)
+    shift_per_row = theta * z * sd[codes]
+    for node, weight in zip(nodes, weights, strict=True):
+        if node == 0.0:
+            mult += weight
+            continue
+        shifted = pirls.response.evaluate(rows.eta + node * shift_per_row)
+        u_node = u + node * sd
+        devc = np.bincount(codes, weights=shifted.deviance_terms, minlength=n_levels)
+        devc += u_node * u_node
+        mult += weight * np.exp(-(devc - devc0) / 2.0 + node * node / 2.0)
+    return float(np.log(diag).sum() + devc0.sum() - 2.0 * np.log(mult).sum())

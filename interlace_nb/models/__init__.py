@@ -1,5 +1,12 @@
 """Model classes: state plus fit()."""
 
-from .lmm import ConvergenceWarning, LinearMixedModel, SingularFitWarning
+from .base import ConvergenceWarning, SingularFitWarning
+from .glmm import GeneralizedLinearMixedModel
+from .lmm import LinearMixedModel
 
-__all__ = ["ConvergenceWarning", "LinearMixedModel", "SingularFitWarning"]
+__all__ = [
+    "ConvergenceWarning",
+    "GeneralizedLinearMixedModel",
+    "LinearMixedModel",
+    "SingularFitWarning",
+]

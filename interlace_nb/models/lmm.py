@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 
+from .. import results
 from ..design import Design, build_design
 from ..fitting.lmm import LmmSolution, profiled_criterion, solve_at
 from ..fitting.optimize import (
@@ -232,6 +233,25 @@ class LinearMixedModel(MixedModelBase):
     def df_model(self) -> int:
         """Parameters counted by AIC/BIC: fixed effects, theta, sigma."""
         return self.n_fixed + len(self.theta_lower) + 1
+
+    def summary_header(self) -> list[str]:
+        """Title, formula and criteria lines of the summary."""
+        method = "REML" if self.reml else "maximum likelihood"
+        lines = [f"Linear mixed model fit by {method} [interlace_nb]", f"Formula: {self.formula}"]
+        if self.design.has_weights:
+            lines.append("Weights: prior weights")
+        if self.design.has_offset:
+            lines.append("Offset: yes")
+        lines.append("")
+        if self.reml:
+            lines.append(f"REML criterion at convergence: {self.reml_criterion:.4f}")
+        else:
+            lines.extend(results.criteria_table(self))
+        return lines
+
+    def scaled_residuals(self) -> np.ndarray:
+        """Residuals scaled by sigma and the prior weights (lme4's summary)."""
+        return self.resid * np.sqrt(self.design.weights) / self.sigma
 
     def __repr__(self) -> str:
         if self._solution is None:

@@ -1,9 +1,10 @@
 """Responses: y, weights, offset, mu and the family (DESIGN.md idea 3).
 
-For now only the family/link mapping the GLM kernels need; response classes
-and PIRLS come with the GLMM issue.
+A response never calls the predictor; PIRLS (interlace_nb.fitting.pirls)
+wires the two together.
 """
 
 from .families import FAMILIES, Family, get_family
+from .glm import GlmResponse, RowState
 
-__all__ = ["FAMILIES", "Family", "get_family"]
+__all__ = ["FAMILIES", "Family", "GlmResponse", "RowState", "get_family"]

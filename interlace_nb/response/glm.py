@@ -72,17 +72,13 @@ class GlmResponse:
         return RowState(eta, mu, w, z, dev, float(total))
 
     def deviance(self, eta: np.ndarray) -> float:
-        """Total deviance at eta (for step-halving, no row buffers)."""
+        """Total deviance at eta, inf where eta or mu leaves the family's domain
+        (for step-halving; no row buffers)."""
         return float(
-            _glm.glm_deviance(
+            _glm.glm_deviance_checked(
                 self.family.family_code, self.family.link_code, eta, self.y, self.prior_weights
             )
         )
-
-    def valid(self, eta: np.ndarray) -> bool:
-        """Whether eta and its mean lie in the family's domain (R's valideta/validmu)."""
-        mu = self.mean(eta)
-        return bool(_glm.valid_eta_mu(self.family.family_code, self.family.link_code, eta, mu))
 
     def mean(self, eta: np.ndarray) -> np.ndarray:
         """The inverse link of eta."""
@@ -106,7 +102,15 @@ class GlmResponse:
 
     def minus_two_loglik(self, state: RowState) -> float:
         """-2 log p(y | mu): R's ``family$aic(y, n, mu, wt, dev)`` (lme4's ``resp$aic()``)."""
-        y, mu, wt = self.y, state.mu, self.prior_weights
+        return self.minus_two_loglik_at(state.mu, state.deviance)
+
+    def saturated_minus_two_loglik(self) -> float:
+        """-2 log p(y | mu = y): the saturated model, a constant of the data."""
+        return self.minus_two_loglik_at(self.y, 0.0)
+
+    def minus_two_loglik_at(self, mu: np.ndarray, deviance: float) -> float:
+        """-2 log p(y | mu) with the dispersion R's aic() plugs in from ``deviance``."""
+        y, wt = self.y, self.prior_weights
         name = self.family.name
         if name == "binomial":
             m = self.trials if (self.trials > 1).any() else wt
@@ -121,7 +125,7 @@ class GlmResponse:
         if name == "poisson":
             log_density = xlogy(y, mu) - mu - gammaln(y + 1.0)
             return float(-2.0 * np.sum(log_density * wt))
-        disp = self.dispersion_for_aic(state.deviance)
+        disp = self.dispersion_for_aic(deviance)
         if name == "Gamma":
             shape = 1.0 / disp
             scale = mu * disp

@@ -115,15 +115,24 @@ cases <- list(
 ## --------------------------------------------------------------------------
 ## fitting
 ## --------------------------------------------------------------------------
-build_call <- function(cs, dev_fun_only = FALSE) {
+build_call <- function(cs, dev_fun_only = FALSE, control = NULL) {
   fam <- call(cs$family, link = cs$link)
   args <- list(formula = as.formula(cs$formula), data = quote(d),
                family = fam, nAGQ = cs$nAGQ)
   if (!is.null(cs$weights)) args$weights <- as.name(cs$weights)
   if (!is.null(cs$offset))  args$offset  <- as.name(cs$offset)
   if (dev_fun_only) args$devFunOnly <- TRUE
+  if (!is.null(control)) args$control <- control
   as.call(c(quote(glmer), args))
 }
+
+## glmer pushed to its optimum: bobyqa for both stages with a small final
+## trust radius, and PIRLS to a tighter tolerance.  The default fit (above)
+## can stop short on flat directions (Nelder-Mead's stopping rule); this one
+## says where the optimum is, for the fixed effects and standard errors.
+tight_control <- quote(glmerControl(optimizer = c("bobyqa", "bobyqa"),
+                                    optCtrl = list(rhoend = 1e-9, maxfun = 1e5),
+                                    tolPwrss = 1e-10))
 
 ## eval_collect: see reference_helpers.R
 
@@ -270,6 +279,20 @@ fit_case <- function(cs) {
     objective_check_messages = jstr_arr(check_msgs),
     fit_seconds = jnum(round(fit$elapsed, 3))
   )
+  if (cs$nAGQ >= 1L) {
+    tight <- eval_collect(build_call(cs, control = tight_control), env)
+    mt <- tight$value
+    fet <- fixef(mt)
+    res$tight <- list(
+      control = "glmerControl(optimizer = c('bobyqa', 'bobyqa'), optCtrl = list(rhoend = 1e-9, maxfun = 1e5), tolPwrss = 1e-10)",
+      theta = jarr(getME(mt, "theta")),
+      fixef = jarr(fet),
+      se = jarr(unname(sqrt(diag(as.matrix(vcov(mt))))[seq_along(fet)])),
+      minus_two_loglik = jnum(-2 * as.numeric(logLik(mt))),
+      n_evals = as.integer(mt@optinfo$feval),
+      messages = jstr_arr(c(mt@optinfo$conv$lme4$messages, tight$warnings))
+    )
+  }
   if (cs$nAGQ > 1L) {
     exact <- brute_m2ll_scalar(m)
     sat <- saturated_m2ll(m)

@@ -1,0 +1,584 @@
+"""GeneralizedLinearMixedModel: PIRLS, Laplace and adaptive Gauss-Hermite fits as lme4::glmer.
+
+Two stages, as glmer: nAGQ = 0 optimises theta with beta inside PIRLS (the
+fast mode); nAGQ >= 1 then optimises (theta, beta) jointly from that start,
+with PIRLS over u alone and the Laplace (nAGQ = 1) or adaptive
+Gauss-Hermite (nAGQ > 1, one scalar term) deviance as the objective.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+import polars as pl
+
+from .. import results
+from ..design import Design, build_design
+from ..fitting.lmm import LmmSolution, solve_at
+from ..fitting.optimize import (
+    convergence_messages,
+    finite_difference_derivatives,
+    minimize_bobyqa,
+)
+from ..fitting.pirls import Pirls, PirlsError, PirlsState, agq_deviance, laplace_deviance
+from ..linalg import blas_threads_for
+from ..predictor import GramBuilder, Predictor, build_layout
+from ..response import Family, get_family
+from ..response.glm import GlmResponse
+from .base import SINGULAR_TOLERANCE, ConvergenceWarning, MixedModelBase, SingularFitWarning
+
+#: glmer's limit on the number of quadrature points.
+MAX_AGQ = 25
+#: R's glm.fit threshold for "fitted probabilities numerically 0 or 1" (10 x DBL_EPSILON).
+SEPARATION_EPS = 10.0 * np.finfo(float).eps
+
+#: Step of the finite-difference Hessian in (theta, beta). lme4's deriv12 default is
+#: 1e-4, but the deviance of a GLMM carries rounding noise of about 1e-12 relative
+#: (sums over rows of log densities), which 1e-4 second differences amplify to
+#: percent-level errors once the deviance is in the thousands; 1e-3 reproduces the
+#: Hessians glmer reports to about 1e-4 (tests/reference/glmm_reference.json).
+HESSIAN_STEP = 1e-3
+
+#: Newton steps after BOBYQA (each costs one Hessian) and the relative drop in the
+#: deviance a step must bring to be kept.
+MAX_NEWTON_STEPS = 3
+NEWTON_GAIN = 1e-12
+
+RESIDUAL_TYPES = ("deviance", "pearson", "response", "working")
+
+
+class GeneralizedLinearMixedModel(MixedModelBase):
+    """A generalized linear mixed model in lme4's formulation (Laplace, AGQ or nAGQ = 0).
+
+    Build it with :func:`interlace_nb.glmm`; ``fit()`` runs the optimisation.
+    """
+
+    statistic_name = "z value"
+
+    def __init__(
+        self,
+        formula: str,
+        data: object,
+        *,
+        family: str | Family = "binomial",
+        link: str | None = None,
+        nAGQ: int = 1,  # noqa: N803 (lme4's name)
+        weights: object = None,
+        offset: object = None,
+        na_action: str = "omit",
+        factorization: str = "auto",
+    ):
+        started = time.perf_counter()
+        self.family = family if isinstance(family, Family) else _family(family, link)
+        self.n_agq = _check_n_agq(nAGQ)
+        self.formula = formula
+        self.reml = False
+        self.offset_column = offset if isinstance(offset, str) else None
+        self.design: Design = build_design(
+            formula, data, weights=weights, offset=offset, na_action=na_action,
+            binomial=self.family.name == "binomial",
+        )
+        d = self.design
+        self.response = _make_response(self.family, d)
+        self.terms = list(d.terms)
+        if self.n_agq > 1 and not (len(self.terms) == 1 and self.terms[0].size == 1):
+            raise ValueError(
+                f"nAGQ = {self.n_agq} (adaptive Gauss-Hermite) needs a single scalar random-"
+                f"effects term such as (1 | group); this model has {_describe_terms(self.terms)}. "
+                "Use nAGQ=1 (Laplace) or nAGQ=0."
+            )
+        if self.n_agq > 1 and self.family.has_dispersion:
+            raise ValueError(
+                f"nAGQ > 1 is offered for the binomial and poisson families; the {self.family.name}"
+                " family's likelihood has a dispersion that the quadrature does not integrate. "
+                "Use nAGQ=1 (Laplace)."
+            )
+        self.layout = build_layout(self.terms)
+        self.builder = GramBuilder(self.terms, self.layout, d.x)
+        start_rows = self.response.evaluate(self.response.start_eta())
+        gram = self.builder.build(start_rows.working_response, start_rows.working_weights)
+        self.predictor = Predictor(self.terms, self.layout, gram, factorization)
+        self.pirls = Pirls(self.predictor, self.builder, self.response, d.x)
+        self.theta_lower = np.concatenate([t.theta_lower() for t in self.terms])
+        self.n_theta = len(self.theta_lower)
+        self.setup_seconds = time.perf_counter() - started
+        self._state: PirlsState | None = None
+        self._warm: tuple[np.ndarray, np.ndarray] | None = None
+        self._theta_hat = np.zeros(0)
+        self._beta_hat = np.zeros(0)
+        self._objective_value = float("nan")
+        self._vcov: np.ndarray | None = None
+        self._fit_gram = None
+        self.hessian: np.ndarray | None = None
+        self.newton_steps = 0
+        self.gradient: np.ndarray | None = None
+        self.optimizer_status = ""
+        self.n_evals = 0
+        self.n_evals_stage0 = 0
+        self.fit_seconds = float("nan")
+        self.convergence_messages: list[str] = []
+        self.pirls_failures = 0
+        if d.dropped_x_names:
+            warnings.warn(
+                "fixed-effect model matrix is rank deficient so dropping "
+                f"{len(d.dropped_x_names)} column(s): {', '.join(d.dropped_x_names)}",
+                stacklevel=3,
+            )
+        n_dropped = d.model_frame.n_dropped
+        self.na_message = (
+            f"{n_dropped} of {d.model_frame.n_input_rows} rows dropped for missing values"
+            if n_dropped else ""
+        )
+
+    # ------------------------------------------------------------ objectives
+    def _pirls(self, theta: np.ndarray, beta: np.ndarray | None) -> PirlsState:
+        """PIRLS at theta (beta fixed, or inside PIRLS when None), warm-started."""
+        update_beta = beta is None
+        if self._warm is None:
+            state = self.pirls.run(
+                theta, np.zeros(self.n_fixed), np.zeros(self.layout.q), update_beta=True,
+                eta_start=self.response.start_eta(),
+            )
+            if not update_beta:
+                state = self.pirls.run(theta, beta, state.u, update_beta=False)
+        else:
+            warm_beta, warm_u = self._warm
+            state = self.pirls.run(
+                theta, warm_beta if update_beta else beta, warm_u, update_beta=update_beta
+            )
+        if not state.converged:
+            self.pirls_failures += 1
+        if np.isfinite(state.penalized_deviance):
+            self._warm = (state.beta, state.u)
+        return state
+
+    def _deviance(self, state: PirlsState) -> float:
+        if self.n_agq > 1:
+            return agq_deviance(self.pirls, state, self.n_agq)
+        return laplace_deviance(self.response, state)
+
+    def objective(self, params: np.ndarray) -> float:
+        """glmer's devfun: c(theta, beta) for nAGQ >= 1, theta alone for nAGQ = 0.
+
+        For nAGQ > 1 the value is on lme4's scale (deviance residuals), which
+        differs from -2 log-likelihood by a constant of the data.
+        """
+        params = np.asarray(params, dtype=float)
+        theta = params[: self.n_theta]
+        beta = None if self.n_agq == 0 else params[self.n_theta :]
+        try:
+            state = self._pirls(theta, beta)
+        except PirlsError:
+            self._warm = None
+            return np.inf
+        return self._deviance(state)
+
+    def _stage0_objective(self, theta: np.ndarray) -> float:
+        try:
+            state = self._pirls(np.asarray(theta, dtype=float), None)
+        except PirlsError:
+            self._warm = None
+            return np.inf
+        return laplace_deviance(self.response, state)
+
+    # ----------------------------------------------------------------- fit
+    def fit(
+        self,
+        *,
+        start: dict[str, np.ndarray] | None = None,
+        check_convergence: bool = True,
+        _stacklevel: int = 2,
+    ) -> GeneralizedLinearMixedModel:
+        """Optimise the nAGQ = 0 criterion over theta, then (nAGQ >= 1) the Laplace or
+        AGQ deviance over (theta, beta) from there; returns self.
+
+        ``start`` may give ``theta`` (and ``beta`` for the second stage).
+        Doubtful convergence raises a ConvergenceWarning, a boundary fit a
+        SingularFitWarning, fitted probabilities of 0 or 1 a warning about
+        separation.
+        """
+        started = time.perf_counter()
+        start = start or {}
+        theta0 = np.asarray(
+            start.get("theta", np.concatenate([t.theta_start() for t in self.terms])), dtype=float
+        )
+        if theta0.shape != self.theta_lower.shape:
+            raise ValueError(f"start['theta'] must have {self.n_theta} values (one per theta)")
+        self._warm = None
+        self.pirls_failures = 0
+        messages: list[str] = []
+        with blas_threads_for(self.predictor.dense_size):
+            stage0 = minimize_bobyqa(self._stage0_objective, theta0, self.theta_lower)
+            self.n_evals_stage0 = stage0.n_evals
+            theta = np.maximum(stage0.x, self.theta_lower)
+            self._warm = None
+            state0 = self._pirls(theta, None)
+            if self.n_agq == 0:
+                result, params = stage0, theta
+                messages += stage0.messages
+            else:
+                beta0 = np.asarray(start.get("beta", state0.beta), dtype=float)
+                if beta0.shape != (self.n_fixed,):
+                    raise ValueError(f"start['beta'] must have {self.n_fixed} values")
+                params0 = np.concatenate([theta, beta0])
+                lower = np.concatenate([self.theta_lower, np.full(self.n_fixed, -np.inf)])
+                result = minimize_bobyqa(self.objective, params0, lower)
+                params = np.concatenate(
+                    [np.maximum(result.x[: self.n_theta], self.theta_lower),
+                     result.x[self.n_theta :]]
+                )
+                messages += result.messages
+                at_bound = (self.theta_lower == 0.0) & (
+                    params[: self.n_theta] < SINGULAR_TOLERANCE
+                )
+                free = np.concatenate([~at_bound, np.ones(self.n_fixed, dtype=bool)])
+                params, grad, hess, self.newton_steps = self._newton_polish(
+                    params, result.fun, lower, free
+                )
+                self.gradient, self.hessian = grad, hess
+                if check_convergence:
+                    messages += convergence_messages(grad, hess, free)
+            self.n_evals = result.n_evals
+            self.optimizer_status = result.status
+            self._theta_hat = params[: self.n_theta].copy()
+            self._warm = None
+            if self.n_agq == 0:
+                state = self._pirls(self._theta_hat, None)
+            else:
+                self._warm = (state0.beta, state0.u)
+                state = self._pirls(self._theta_hat, params[self.n_theta :])
+            self._state = state
+            self._beta_hat = state.beta.copy()
+            self._objective_value = self._deviance(state)
+        if not np.isfinite(self._objective_value):
+            raise FloatingPointError(
+                "the deviance is not finite at the optimum; PIRLS failed there (check the "
+                "response and the model for separation or extreme values)"
+            )
+        if not state.converged:
+            messages.append("PIRLS did not converge at the optimum (the conditional modes may "
+                            "be inaccurate)")
+        self._vcov = self._fixed_effects_covariance(messages)
+        self.convergence_messages = messages
+        self.fit_seconds = time.perf_counter() - started
+        self.__dict__.pop("_conditional_variances", None)
+        for message in messages:
+            warnings.warn(message, ConvergenceWarning, stacklevel=_stacklevel)
+        separation = self._separation_message()
+        if separation:
+            warnings.warn(separation, ConvergenceWarning, stacklevel=_stacklevel)
+            self.convergence_messages.append(separation)
+        if self.singular:
+            warnings.warn(
+                "boundary (singular) fit: a variance is estimated as zero or a correlation as "
+                "+-1; see fit_stats()['singular'] and varcorr()",
+                SingularFitWarning,
+                stacklevel=_stacklevel,
+            )
+        return self
+
+    def _newton_polish(
+        self, params: np.ndarray, value: float, lower: np.ndarray, free: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """Newton steps on the free parameters with the finite-difference derivatives.
+
+        BOBYQA's stopping rule can leave the joint (theta, beta) problem a little
+        short of the optimum on flat directions; the Hessian that the standard
+        errors need anyway gives a Newton step, kept only if the deviance drops.
+        Returns the point, its gradient and Hessian, and the steps taken.
+        """
+        steps = 0
+        while True:
+            grad, hess = finite_difference_derivatives(
+                self.objective, params, lower, delta=HESSIAN_STEP, f0=value
+            )
+            if steps == MAX_NEWTON_STEPS:
+                return params, grad, hess, steps
+            index = np.flatnonzero(free)
+            try:
+                move = np.linalg.solve(hess[np.ix_(index, index)], grad[index])
+            except np.linalg.LinAlgError:
+                return params, grad, hess, steps
+            candidate = params.copy()
+            candidate[index] -= move
+            candidate = np.maximum(candidate, lower)
+            new_value = self.objective(candidate)
+            if not new_value < value - NEWTON_GAIN * max(1.0, abs(value)):
+                return params, grad, hess, steps
+            params, value = candidate, new_value
+            steps += 1
+
+    def _fixed_effects_covariance(self, messages: list[str]) -> np.ndarray:
+        """glmer's vcov: from the Hessian of the deviance in (theta, beta) for nAGQ >= 1,
+        else (or if that Hessian is not positive definite) scale * (R_X' R_X)^-1."""
+        if self.n_agq > 0 and self.hessian is not None:
+            try:
+                full = np.linalg.inv(self.hessian)
+                v = full[self.n_theta :, self.n_theta :]
+                v = v + v.T  # 2 x the symmetric part: the deviance is -2 log L
+                if np.all(np.isfinite(v)) and np.linalg.eigvalsh(v).min() > 0:
+                    return v
+            except np.linalg.LinAlgError:
+                pass
+            messages.append(
+                "variance-covariance matrix computed from the finite-difference Hessian is not "
+                "positive definite: falling back to the one estimated from R_X"
+            )
+        return self.vcov_from_rx()
+
+    def vcov_from_rx(self) -> np.ndarray:
+        """scale * (R_X' R_X)^-1 at the final PIRLS weights (glmer's use.hessian = FALSE):
+        treats theta as known."""
+        rx_inv = np.linalg.inv(self._refactor_at_optimum().rx)
+        return self.scale * rx_inv @ rx_inv.T
+
+    def _refactor_at_optimum(self) -> LmmSolution:
+        """Put the predictor back at the fit: working weights of the final modes, theta-hat."""
+        rows = self.state.rows
+        gram = self.builder.build(
+            rows.working_response - self.response.offset, rows.working_weights
+        )
+        self.predictor.set_gram(gram)
+        return solve_at(self.predictor, self._theta_hat, reml=False)
+
+    def _predictor_at_optimum(self) -> Predictor:
+        predictor = self.predictor
+        current = predictor.theta is not None and np.array_equal(predictor.theta, self._theta_hat)
+        if not (current and predictor.gram is self._fit_gram):
+            self._refactor_at_optimum()
+            self._fit_gram = predictor.gram
+        return predictor
+
+    def _separation_message(self) -> str:
+        if self.family.name != "binomial":
+            return ""
+        mu = self.state.rows.mu
+        extreme = (mu < SEPARATION_EPS) | (mu > 1.0 - SEPARATION_EPS)
+        if not extreme.any():
+            return ""
+        return (
+            f"fitted probabilities numerically 0 or 1 occurred in {int(extreme.sum())} row(s): "
+            "a sign of complete or quasi-complete separation; estimates and standard errors of "
+            "the fixed effects involved are not reliable (check for a predictor that perfectly "
+            "separates the outcome)"
+        )
+
+    # -------------------------------------------------------------- estimates
+    @property
+    def is_fitted(self) -> bool:
+        return self._state is not None
+
+    @property
+    def state(self) -> PirlsState:
+        """PIRLS at the optimum: modes, rows, factor pieces."""
+        if self._state is None:
+            raise RuntimeError("the model is not fitted yet; call fit()")
+        return self._state
+
+    @property
+    def spherical_modes(self) -> np.ndarray:
+        return self.state.u
+
+    @property
+    def beta(self) -> np.ndarray:
+        """Fixed-effects estimates, in the order of ``design.x_names``."""
+        self._require_fit()
+        return self._beta_hat.copy()
+
+    def vcov(self) -> np.ndarray:
+        """Covariance of the fixed effects as glmer's vcov() (see ``fit``)."""
+        self._require_fit()
+        return self._vcov.copy()
+
+    @property
+    def sigma(self) -> float:
+        """glmer's sigma: 1 for binomial and poisson; else sqrt(Pearson RSS + |u|^2) / n)."""
+        if not self.family.has_dispersion:
+            return 1.0
+        state = self.state
+        pwrss = self.response.pearson_sum_of_squares(state.rows) + float(state.u @ state.u)
+        return float(np.sqrt(pwrss / self.nobs))
+
+    @property
+    def scale(self) -> float:
+        """sigma^2: the dispersion (1 for binomial and poisson)."""
+        return self.sigma**2
+
+    @property
+    def residual_variance(self) -> float | None:
+        return self.scale if self.family.has_dispersion else None
+
+    # ------------------------------------------------------------ likelihood
+    @property
+    def objective_value(self) -> float:
+        """The optimised criterion as lme4 reports it (m@devcomp$cmp['dev'])."""
+        self._require_fit()
+        return self._objective_value
+
+    @property
+    def minus_two_loglik(self) -> float:
+        """-2 log-likelihood. For nAGQ > 1 the true one: lme4's AGQ value plus the
+        saturated model's -2 log-likelihood (glmer's logLik() omits that constant)."""
+        value = self.objective_value
+        if self.n_agq > 1:
+            value += self.saturated_minus_two_loglik
+        return value
+
+    @property
+    def saturated_minus_two_loglik(self) -> float:
+        """-2 log p(y | mu = y), a constant of the data."""
+        return self.response.saturated_minus_two_loglik()
+
+    def loglik(self) -> float:
+        """Log-likelihood (Laplace or adaptive Gauss-Hermite approximation)."""
+        return -0.5 * self.minus_two_loglik
+
+    logLik = loglik
+
+    @property
+    def llf(self) -> float:
+        return self.loglik()
+
+    @property
+    def deviance(self) -> float:
+        """glmer's deviance(): the sum of squared deviance residuals at the modes
+        (not -2 log L)."""
+        return self.state.rows.deviance
+
+    @property
+    def reml_criterion(self) -> None:
+        return None
+
+    @property
+    def df_model(self) -> int:
+        """Parameters counted by AIC/BIC: fixed effects, theta, and the dispersion if any."""
+        return self.n_fixed + self.n_theta + int(self.family.has_dispersion)
+
+    # ------------------------------------------------------ fitted, residuals
+    @property
+    def fittedvalues(self) -> np.ndarray:
+        """Fitted means mu (with random effects) for the rows used, in data order."""
+        return self.state.rows.mu.copy()
+
+    def residuals(self, type: str = "deviance") -> np.ndarray:  # noqa: A002 (R's name)
+        """Residuals as R's residuals(): deviance (default), pearson, response, working."""
+        if type not in RESIDUAL_TYPES:
+            raise ValueError(
+                f"residual type {type!r} is not known; use one of {', '.join(RESIDUAL_TYPES)}"
+            )
+        return self.response.residuals(self.state.rows, type)
+
+    @property
+    def resid(self) -> np.ndarray:
+        """Deviance residuals (lme4's default type)."""
+        return self.residuals("deviance")
+
+    @property
+    def resid_deviance(self) -> np.ndarray:
+        return self.residuals("deviance")
+
+    @property
+    def resid_pearson(self) -> np.ndarray:
+        return self.residuals("pearson")
+
+    @property
+    def resid_response(self) -> np.ndarray:
+        return self.residuals("response")
+
+    @property
+    def resid_working(self) -> np.ndarray:
+        return self.residuals("working")
+
+    def scaled_residuals(self) -> np.ndarray:
+        """Pearson residuals over sigma (lme4's summary)."""
+        return self.residuals("pearson") / self.sigma
+
+    def predict(
+        self,
+        newdata: object = None,
+        *,
+        type: str = "link",  # noqa: A002 (lme4's name)
+        include_re: bool = True,
+        allow_new_levels: bool = True,
+    ) -> np.ndarray:
+        """Predictions on the link scale (lme4's default) or the response scale (mu)."""
+        if type not in ("link", "response"):
+            raise ValueError(f"type must be 'link' or 'response', got {type!r}")
+        if newdata is None:
+            eta = self.linear_predictor(include_re)
+        else:
+            eta = results.predict_new(self, newdata, include_re, allow_new_levels)
+        return eta if type == "link" else self.response.mean(eta)
+
+    # ------------------------------------------------------------ reporting
+    def fit_stats(self) -> pl.DataFrame:
+        """One row of fit statistics (schema in docs/results.md; GLMM columns added)."""
+        frame = results.fit_stats_frame(self)
+        return frame.with_columns(
+            pl.lit(self.family.name).alias("family"),
+            pl.lit(self.family.link).alias("link"),
+            pl.lit(self.n_agq, dtype=pl.Int64).alias("n_agq"),
+            pl.lit(self.minus_two_loglik).alias("minus_two_loglik"),
+            pl.lit(self.objective_value).alias("objective"),
+            pl.lit(self.n_evals_stage0, dtype=pl.Int64).alias("n_evals_stage0"),
+        )
+
+    def summary_header(self) -> list[str]:
+        """Title, family, formula and criteria lines of the summary."""
+        if self.n_agq == 0:
+            method = "Laplace Approximation, nAGQ = 0 (fixed effects inside PIRLS)"
+        elif self.n_agq == 1:
+            method = "Laplace Approximation"
+        else:
+            method = f"Adaptive Gauss-Hermite Quadrature, nAGQ = {self.n_agq}"
+        lines = [
+            f"Generalized linear mixed model fit by maximum likelihood ({method}) [interlace_nb]",
+            f" Family: {self.family.name}  ( {self.family.link} )",
+            f"Formula: {self.formula}",
+        ]
+        if self.design.has_weights:
+            lines.append("Weights: prior weights")
+        if self.design.has_offset:
+            lines.append("Offset: yes")
+        lines.append("")
+        lines.extend(results.criteria_table(self))
+        return lines
+
+    def __repr__(self) -> str:
+        if self._state is None:
+            return f"<GeneralizedLinearMixedModel {self.formula!r} (not fitted)>"
+        return self.summary()
+
+
+def _family(name: str, link: str | None) -> Family:
+    if not isinstance(name, str):
+        raise TypeError(f"family must be a name such as 'binomial', got {type(name).__name__}")
+    return get_family(name, link)
+
+
+def _check_n_agq(n_agq: object) -> int:
+    if isinstance(n_agq, bool) or not isinstance(n_agq, (int, np.integer)) or n_agq < 0:
+        raise ValueError(f"nAGQ must be a whole number >= 0, got {n_agq!r}")
+    if n_agq > MAX_AGQ:
+        raise ValueError(f"nAGQ must be at most {MAX_AGQ} (as glmer), got {n_agq}")
+    return int(n_agq)
+
+
+def _describe_terms(terms: list) -> str:
+    return ", ".join(f"({t.lhs} | {t.group})" for t in terms)
+
+
+def _make_response(family: Family, design: Design) -> GlmResponse:
+    """R's family initialize: proportions and trials from cbind, checks of the support."""
+    if design.trials is not None:
+        y = design.y
+        prior = design.weights * design.trials
+        if design.has_weights:
+            family.validate_response(y, design.weights)
+        return GlmResponse(family, y, prior, design.offset, trials=design.trials)
+    y, prior = family.validate_response(
+        design.y, design.weights if design.has_weights else None
+    )
+    return GlmResponse(family, y, prior, design.offset)
