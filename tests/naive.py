@@ -732,4 +732,5 @@ def dense_laplace(family, link, y, x, z_dense, lam, beta, prior_weights, offset,
     w = prior_weights * d**2 / r_variance(family, mu)
     dev = r_dev_resids(family, y, mu, prior_weights).sum()
     a = zl.T @ (w[:, None] * zl) + np.eye(len(u))
-    return r_family_aic(family, y, trials, mu, prior_weights, dev) + np.linalg.slogdet(a)[1] + u @ u, u
+    aic = r_family_aic(family, y, trials, mu, prior_weights, dev)
+    return aic + np.linalg.slogdet(a)[1] + u @ u, u
