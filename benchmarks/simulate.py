@@ -45,6 +45,7 @@ def simulate_crossed(
     corr_slope: float = 0.3,
     sd_residual: float = 1.0,
     string_codes: bool = False,
+    response: str = "gaussian",
 ) -> pl.DataFrame:
     """A crossed design with columns s, i, x, y.
 
@@ -54,8 +55,11 @@ def simulate_crossed(
     intercepts. Item i has popularity proportional to 1 / rank^zipf_exponent
     (ranks shuffled across item codes); subject activity is lognormal with
     log-sd ``activity_sigma``. ``string_codes`` gives labels like "s00042"
-    instead of integer codes.
+    instead of integer codes. ``response="bernoulli"`` draws y in {0, 1} with
+    logit P(y = 1) equal to the linear predictor (no residual term).
     """
+    if response not in ("gaussian", "bernoulli"):
+        raise ValueError(f"response must be 'gaussian' or 'bernoulli', got {response!r}")
     rng = np.random.default_rng(seed)
     popularity = 1.0 / np.arange(1, n_items + 1) ** zipf_exponent
     popularity = rng.permutation(popularity / popularity.sum())
@@ -73,14 +77,17 @@ def simulate_crossed(
     )
     subject_effects = rng.multivariate_normal(np.zeros(2), cov, size=n_subjects)
     item_effects = rng.normal(0.0, sd_item, size=n_items)
-    y = (
+    eta = (
         beta[0]
         + beta[1] * x
         + subject_effects[subject, 0]
         + subject_effects[subject, 1] * x
         + item_effects[item]
-        + rng.normal(0.0, sd_residual, size=n_rows)
     )
+    if response == "bernoulli":
+        y = (rng.random(n_rows) < 1.0 / (1.0 + np.exp(-eta))).astype(np.float64)
+    else:
+        y = eta + rng.normal(0.0, sd_residual, size=n_rows)
     return pl.DataFrame(
         [
             _codes_column("s", subject, n_subjects, string_codes),

@@ -306,24 +306,6 @@ def glm_deviance(family, link, eta, y, prior_weights):
 
 
 @kernel
-def glm_deviance_checked(family, link, eta, y, prior_weights):
-    """Total deviance at eta, or inf as soon as a row fails R's valideta/validmu.
-
-    One pass for PIRLS's step-halving: a step that leaves the domain counts as
-    an increase.
-    """
-    n = eta.shape[0]
-    total = 0.0
-    for i in range(n):
-        e = eta[i]
-        mu = linkinv(link, e)
-        if not _valid_row(family, link, e, mu):
-            return math.inf
-        total += unit_deviance(family, y[i], mu, prior_weights[i])
-    return total
-
-
-@kernel
 def glm_start(family, link, y, prior_weights, mu_out, eta_out):
     """Starting mu and eta as R's family ``initialize`` expressions set them.
 

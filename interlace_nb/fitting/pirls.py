@@ -76,9 +76,13 @@ class Pirls:
 
     def linear_predictor(self, theta: np.ndarray, beta: np.ndarray, u: np.ndarray) -> np.ndarray:
         """offset + X beta + Z Lambda(theta) u."""
+        return self._add_random_part(theta, u, self.response.offset + self.x @ beta)
+
+    def _add_random_part(self, theta: np.ndarray, u: np.ndarray, fixed: np.ndarray) -> np.ndarray:
+        """fixed + Z Lambda(theta) u (a new array)."""
         predictor = self.predictor
         predictor.set_theta(theta)
-        eta = self.response.offset + self.x @ beta
+        eta = fixed.copy()
         b = predictor.lambda_times(u)
         for k, term in enumerate(predictor.terms):
             start = predictor.layout.term_col_offset[k]
@@ -97,22 +101,24 @@ class Pirls:
     ) -> PirlsState:
         """Iterate from (beta, u), or from ``eta_start`` (R's mustart) when given.
 
-        Each iteration factors at the current working weights; it stops when
-        the full step is below STEP_TOLERANCE and keeps the current point, so
-        the factor and the modes belong together.
+        Each iteration factors at the current working weights and solves for
+        the full step, which is halved until the penalised deviance does not
+        increase. PIRLS stops when the full step is below STEP_TOLERANCE and
+        keeps the current point, so the factor and the modes belong together.
         """
         response = self.response
         theta = np.asarray(theta, dtype=float)
+        fixed = None if update_beta else response.offset + self.x @ beta
         if eta_start is not None:
-            eta = eta_start
+            rows = response.evaluate(eta_start)
             current = np.inf
         else:
-            eta = self.linear_predictor(theta, beta, u)
-            current = response.deviance(eta) + float(u @ u)
-        for iteration in range(1, MAX_ITERATIONS + 1):
+            eta = self.linear_predictor(theta, beta, u) if fixed is None else (
+                self._add_random_part(theta, u, fixed)
+            )
             rows = response.evaluate(eta)
-            if eta_start is None or iteration > 1:
-                current = rows.deviance + float(u @ u)
+            current = rows.deviance + float(u @ u)
+        for iteration in range(1, MAX_ITERATIONS + 1):
             working = rows.working_response - response.offset
             if update_beta:
                 gram = self.builder.build(working, rows.working_weights)
@@ -126,22 +132,22 @@ class Pirls:
                 raise PirlsError("the penalised weighted least-squares system could not be solved")
             ld_l2 = solution.ld_l2
             new_beta = solution.beta if update_beta else beta
-            new_u = solution.u
-            if not np.isfinite(current):
-                # first step from mustart: take it whole, as lme4 does
-                beta, u = new_beta, new_u
-                eta = self.linear_predictor(theta, beta, u)
-                continue
-            step_beta, step_u = new_beta - beta, new_u - u
-            size = max(_max_abs(step_u), _max_abs(step_beta))
-            if size <= STEP_TOLERANCE * max(1.0, _max_abs(u), _max_abs(beta)):
-                return PirlsState(theta, beta, u, rows, current, ld_l2, solution.rx, iteration,
-                                  True)
+            step_beta, step_u = new_beta - beta, solution.u - u
+            if np.isfinite(current):
+                size = max(_max_abs(step_u), _max_abs(step_beta))
+                if size <= STEP_TOLERANCE * max(1.0, _max_abs(u), _max_abs(beta)):
+                    return PirlsState(theta, beta, u, rows, current, ld_l2, solution.rx,
+                                      iteration, True)
+            # first step from mustart: taken whole, as lme4 does (current is inf)
             allowed = current + ROUNDING * abs(current)
             for _ in range(MAX_STEP_HALVINGS + 1):
                 cand_beta, cand_u = beta + step_beta, u + step_u
-                cand_eta = self.linear_predictor(theta, cand_beta, cand_u)
-                value = response.deviance(cand_eta) + float(cand_u @ cand_u)
+                if fixed is None:
+                    cand_eta = self.linear_predictor(theta, cand_beta, cand_u)
+                else:
+                    cand_eta = self._add_random_part(theta, cand_u, fixed)
+                cand_rows = response.evaluate_checked(cand_eta)
+                value = cand_rows.deviance + float(cand_u @ cand_u)
                 if value <= allowed:
                     break
                 step_beta, step_u = step_beta / 2.0, step_u / 2.0
@@ -151,10 +157,9 @@ class Pirls:
                 converged = value - current <= PIRLS_DOUBT * abs(current)
                 return PirlsState(theta, beta, u, rows, current, ld_l2, solution.rx, iteration,
                                   bool(converged))
-            beta, u, eta = cand_beta, cand_u, cand_eta
-        rows = response.evaluate(eta)
-        return PirlsState(theta, beta, u, rows, rows.deviance + float(u @ u), ld_l2, solution.rx,
-                          MAX_ITERATIONS, False)
+            beta, u, rows, current = cand_beta, cand_u, cand_rows, value
+        return PirlsState(theta, beta, u, rows, current, ld_l2, solution.rx, MAX_ITERATIONS,
+                          False)
 
 
 def _max_abs(values: np.ndarray) -> float:

@@ -56,6 +56,14 @@ class GlmResponse:
         self.offset = np.ascontiguousarray(offset, dtype=float)
         self.trials = np.ones_like(self.y) if trials is None else np.asarray(trials, dtype=float)
         self.n = len(self.y)
+        # The saturated model's -2 log L: a constant of the data (no dispersion in it
+        # only for binomial and Poisson).
+        self._saturated = (
+            np.nan if family.has_dispersion else self.minus_two_loglik_at(self.y, 0.0)
+        )
+        # For binomial (whole numbers of successes) and Poisson (whole counts), -2 log p(y|mu)
+        # is the deviance plus the saturated constant: no log-gamma per evaluation.
+        self._loglik_from_deviance = self._deviance_is_exact_offset()
 
     # ------------------------------------------------------------ per row
     def evaluate(self, eta: np.ndarray) -> RowState:
@@ -71,14 +79,14 @@ class GlmResponse:
         )
         return RowState(eta, mu, w, z, dev, float(total))
 
-    def deviance(self, eta: np.ndarray) -> float:
-        """Total deviance at eta, inf where eta or mu leaves the family's domain
-        (for step-halving; no row buffers)."""
-        return float(
-            _glm.glm_deviance_checked(
-                self.family.family_code, self.family.link_code, eta, self.y, self.prior_weights
-            )
-        )
+    def evaluate_checked(self, eta: np.ndarray) -> RowState:
+        """As ``evaluate``, with deviance inf if a row leaves the family's domain
+        (R's valideta/validmu): PIRLS halves such a step."""
+        state = self.evaluate(eta)
+        if not _glm.valid_eta_mu(self.family.family_code, self.family.link_code, eta, state.mu):
+            return RowState(eta, state.mu, state.working_weights, state.working_response,
+                            state.deviance_terms, np.inf)
+        return state
 
     def mean(self, eta: np.ndarray) -> np.ndarray:
         """The inverse link of eta."""
@@ -102,11 +110,23 @@ class GlmResponse:
 
     def minus_two_loglik(self, state: RowState) -> float:
         """-2 log p(y | mu): R's ``family$aic(y, n, mu, wt, dev)`` (lme4's ``resp$aic()``)."""
+        if self._loglik_from_deviance:
+            return state.deviance + self._saturated
         return self.minus_two_loglik_at(state.mu, state.deviance)
 
     def saturated_minus_two_loglik(self) -> float:
-        """-2 log p(y | mu = y): the saturated model, a constant of the data."""
-        return self.minus_two_loglik_at(self.y, 0.0)
+        """-2 log p(y | mu = y): the saturated model, a constant of the data (nan for
+        families with a dispersion)."""
+        return self._saturated
+
+    def _deviance_is_exact_offset(self) -> bool:
+        name = self.family.name
+        if name == "poisson":
+            return bool(np.all(self.y == np.round(self.y)))
+        if name == "binomial":
+            m = self.trials if (self.trials > 1).any() else self.prior_weights
+            return bool(np.all(m * self.y == np.round(m * self.y)) and np.all(m == np.round(m)))
+        return False
 
     def minus_two_loglik_at(self, mu: np.ndarray, deviance: float) -> float:
         """-2 log p(y | mu) with the dispersion R's aic() plugs in from ``deviance``."""
