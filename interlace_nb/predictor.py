@@ -138,11 +138,13 @@ class GramBuilder:
         self._position[numbered.data.astype(np.int64) - 1] = np.arange(len(row_idx))
 
     def build(
-        self, y: np.ndarray, weights: np.ndarray, x: np.ndarray | None = None
+        self, y: np.ndarray, weights: np.ndarray, x: np.ndarray | None = None,
+        *, prior_weights: bool = True,
     ) -> GramSystem:
         """All Gram blocks of [Z X y] under ``weights``; Z'WZ full-symmetric, block-complete.
 
         ``x`` replaces the builder's X (PIRLS with beta held fixed passes no columns).
+        PIRLS's working weights are not prior weights: no sum(log w) for them.
         """
         terms, layout = self.terms, self.layout
         x = self.x if x is None else x
@@ -172,7 +174,7 @@ class GramBuilder:
             xty=xyxy[:p, p].copy(),
             yty=float(xyxy[p, p]),
             n=len(y),
-            sum_log_weights=float(np.log(weights).sum()),
+            sum_log_weights=float(np.log(weights).sum()) if prior_weights else float("nan"),
         )
 
 

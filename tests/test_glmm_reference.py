@@ -52,8 +52,9 @@ def fitted(request: pytest.FixtureRequest) -> tuple[dict, ib.GeneralizedLinearMi
 
 
 def _estimates(case: dict) -> dict:
-    """glmer's fit pushed to the optimum where there is one, else its default fit."""
-    return case.get("tight") or case
+    """glmer's fit pushed to the optimum where that fit converged cleanly, else its default."""
+    tight = case.get("tight")
+    return tight if tight and not tight["messages"] else case
 
 
 def test_deviance_as_low_as_glmer(fitted):
@@ -66,11 +67,21 @@ def test_deviance_as_low_as_glmer(fitted):
 
 
 def test_objective_matches_glmer_devfun(fitted):
-    """Same function as glmer's devfun, up to glmer's own PIRLS tolerance (1e-7 on pwrss)."""
+    """Same function as glmer's devfun, up to glmer's own PIRLS accuracy.
+
+    glmer's PIRLS stops at a 1e-7 relative change of the penalised deviance, so
+    its conditional modes keep an error that the Laplace deviance passes on:
+    up to 3e-6 relative for canonical links and 2e-5 for non-canonical ones,
+    where Fisher scoring converges linearly (measured against the dense twin,
+    which agrees with ours to 1e-13; see the next test).
+    """
     case, model = fitted
+    canonical = model.family.is_canonical
     for point in case["objective_at"]:
         ours = model.objective(np.array(point["input"], dtype=float))
-        assert ours == pytest.approx(point["value"], rel=5e-6), point["label"]
+        assert ours == pytest.approx(point["value"], rel=5e-6 if canonical else 5e-5), (
+            point["label"]
+        )
 
 
 def test_objective_matches_dense_laplace_twin(fitted):
@@ -94,11 +105,24 @@ def test_objective_matches_dense_laplace_twin(fitted):
 
 
 def test_fixed_effects(fitted):
+    """Within 1e-3 of glmer's; where not, glmer's estimates must be shown not to be the
+    optimum of the exact Laplace deviance (ours lower there by more than rounding) and
+    the difference must be small against the standard error.
+
+    This happens for the inverse Gaussian case: glmer's deviance there is off by up to
+    6e-6 relative (its PIRLS stops early under Fisher scoring), which moves its optimum.
+    """
     case, model = fitted
     assert [r_name(n) for n in model.design.x_names] == case["fixef_names"]
     reference = _estimates(case)
     scale = np.maximum(np.abs(reference["fixef"]), np.array(reference["se"]))
-    np.testing.assert_array_less(np.abs(model.beta - reference["fixef"]), 1e-3 * scale)
+    difference = np.abs(model.beta - reference["fixef"])
+    if np.all(difference < 1e-3 * scale):
+        return
+    assert model.n_agq == 1
+    at_theirs = model.objective(np.concatenate([reference["theta"], reference["fixef"]]))
+    assert at_theirs - model.objective_value > 1e-7 * abs(model.objective_value)
+    np.testing.assert_array_less(difference, 0.1 * np.array(reference["se"]))
 
 
 def test_standard_errors(fitted):
@@ -134,9 +158,12 @@ def test_likelihood_summaries(fitted):
         assert model.saturated_minus_two_loglik == pytest.approx(
             case["agq_check"]["saturated_minus_two_loglik"], rel=1e-12
         )
-        # ours is the true one: compare with glmer's stats::integrate check
-        assert model.minus_two_loglik == pytest.approx(
-            case["agq_check"]["exact_minus_two_loglik"], rel=1e-7
+        # ours is on the likelihood scale: compare with glmer's stats::integrate value,
+        # allowing the quadrature error that glmer's own value shows at its estimates
+        check = case["agq_check"]
+        quadrature_error = abs(check["lme4_minus_two_loglik"] - check["exact_minus_saturated"])
+        assert abs(model.minus_two_loglik - check["exact_minus_two_loglik"]) < max(
+            2 * quadrature_error, 1e-7 * check["exact_minus_two_loglik"]
         )
     else:
         assert model.loglik() == pytest.approx(case["loglik"], rel=1e-5)
@@ -151,12 +178,19 @@ def test_likelihood_summaries(fitted):
 
 
 def test_objective_pieces(fitted):
+    """aic, log det and |u|^2 at glmer's estimates match glmer's pieces there."""
     case, model = fitted
+    if model.n_agq != 1:
+        pytest.skip("the pieces are those of the Laplace deviance")
     pieces = case["objective_pieces"]
-    assert model.state.ld_l2 == pytest.approx(pieces["ldL2"], rel=1e-2)
-    assert model.response.minus_two_loglik(model.state.rows) == pytest.approx(
-        pieces["aic_family"], rel=1e-4
+    params = np.array(case["objective_at"][0]["input"], dtype=float)
+    state = model._pirls(params[: model.n_theta], params[model.n_theta :])
+    assert state.ld_l2 == pytest.approx(pieces["ldL2"], rel=1e-4)
+    assert float(state.u @ state.u) == pytest.approx(pieces["sum_u_sq"], rel=1e-3)
+    assert model.response.minus_two_loglik(state.rows) == pytest.approx(
+        pieces["aic_family"], rel=1e-5
     )
+    assert state.rows.deviance == pytest.approx(pieces["sum_dev_resid"], rel=1e-4)
 
 
 def test_conditional_modes(fitted):

@@ -116,15 +116,23 @@ class Pirls:
             eta = self.linear_predictor(theta, beta, u) if fixed is None else (
                 self._add_random_part(theta, u, fixed)
             )
-            rows = response.evaluate(eta)
+            rows = response.evaluate_checked(eta)
+            if not np.isfinite(rows.deviance) and np.any(u):
+                # the warm start leaves the domain at these parameters: start from u = 0
+                u = np.zeros_like(u)
+                eta = self.linear_predictor(theta, beta, u) if fixed is None else fixed.copy()
+                rows = response.evaluate_checked(eta)
+            if not np.isfinite(rows.deviance):
+                raise PirlsError("the linear predictor leaves the family's domain here")
             current = rows.deviance + float(u @ u)
         for iteration in range(1, MAX_ITERATIONS + 1):
             working = rows.working_response - response.offset
             if update_beta:
-                gram = self.builder.build(working, rows.working_weights)
+                gram = self.builder.build(working, rows.working_weights, prior_weights=False)
             else:
                 gram = self.builder.build(
-                    working - self.x @ beta, rows.working_weights, x=self._no_columns
+                    working - self.x @ beta, rows.working_weights, x=self._no_columns,
+                    prior_weights=False,
                 )
             self.predictor.set_gram(gram)
             solution = solve_at(self.predictor, theta, reml=False)
@@ -148,10 +156,15 @@ class Pirls:
                     cand_eta = self._add_random_part(theta, cand_u, fixed)
                 cand_rows = response.evaluate_checked(cand_eta)
                 value = cand_rows.deviance + float(cand_u @ cand_u)
-                if value <= allowed:
+                if value <= allowed and np.isfinite(value):
                     break
                 step_beta, step_u = step_beta / 2.0, step_u / 2.0
-            if value > allowed:
+            if not np.isfinite(current) and not np.isfinite(value):
+                raise PirlsError(
+                    "the first PIRLS step from the starting values leaves the family's domain "
+                    "(e.g. a negative mean with an identity or sqrt link)"
+                )
+            if not value <= allowed:
                 # No step lowers the penalised deviance: stop at the current point,
                 # whose factor this iteration computed; fine if only rounding is left.
                 converged = value - current <= PIRLS_DOUBT * abs(current)

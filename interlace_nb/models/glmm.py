@@ -209,6 +209,14 @@ class GeneralizedLinearMixedModel(MixedModelBase):
         self._warm = None
         self.pirls_failures = 0
         messages: list[str] = []
+        try:
+            self._pirls(theta0, None)
+        except PirlsError as exc:
+            raise FloatingPointError(
+                f"PIRLS failed at the starting values: {exc}. Check that the link suits the "
+                f"response ({self.family.name} with link {self.family.link!r}); the canonical "
+                f"link is {self.family.canonical_link!r}."
+            ) from exc
         with blas_threads_for(self.predictor.dense_size):
             stage0 = minimize_bobyqa(self._stage0_objective, theta0, self.theta_lower)
             self.n_evals_stage0 = stage0.n_evals

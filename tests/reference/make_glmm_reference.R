@@ -65,7 +65,9 @@ factor_cols <- list(
   "glmm_bernoulli_crossed.csv" = c("subject", "item"),
   "glmm_gamma_crossed.csv"     = c("subject", "item"),
   "glmm_poisson_offset.csv"    = c("subject", "item"),
-  "glmm_probit_crossed.csv"    = c("subject", "item")
+  "glmm_probit_crossed.csv"    = c("subject", "item"),
+  "glmm_gaussian_log.csv"      = c("subject", "item"),
+  "glmm_inverse_gaussian.csv"  = c("subject", "item")
 )
 
 read_data <- function(file) read_reference_data(file, data_dir, factor_cols,
@@ -104,7 +106,12 @@ cases <- list(
   case("synth_poisson_offset_laplace", "glmm_poisson_offset.csv", xsi_f,
        "poisson", "log", 1, offset = "log_t"),
   case("synth_probit_crossed_laplace", "glmm_probit_crossed.csv", xsi_f,
-       "binomial", "probit", 1)
+       "binomial", "probit", 1),
+  case("cbpp_cloglog_agq5", "cbpp.csv", cbpp_f, "binomial", "cloglog", 5),
+  case("synth_gaussian_log_laplace", "glmm_gaussian_log.csv", xsi_f,
+       "gaussian", "log", 1),
+  case("synth_inverse_gaussian_log_laplace", "glmm_inverse_gaussian.csv", xsi_f,
+       "inverse.gaussian", "log", 1)
 )
 
 ## --------------------------------------------------------------------------

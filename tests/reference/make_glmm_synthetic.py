@@ -14,6 +14,10 @@ Writes to ``tests/reference/data/``:
   counts with an exposure (``log_t`` is the offset column)
 * ``glmm_probit_crossed.csv``     3,000 rows, 150 subjects x 40 items,
   0/1 response, probit link
+* ``glmm_gaussian_log.csv``       2,000 rows, 100 subjects x 30 items,
+  normal response, log link
+* ``glmm_inverse_gaussian.csv``   2,000 rows, 100 subjects x 30 items,
+  inverse Gaussian response, log link
 
 Only numpy and the standard library are used.  Every dataset has its own
 ``numpy.random.default_rng(seed)``, so the files are reproducible
@@ -159,12 +163,60 @@ def make_probit(seed: int = 20240104, n_rows: int = 3_000, n_subj: int = 150,
     }
 
 
+def make_gaussian_log(seed: int = 20240105, n_rows: int = 2_000, n_subj: int = 100,
+                      n_item: int = 30):
+    """Crossed Gaussian with a log link.
+
+    mu = exp(1.0 + 0.5 x + b_subj + c_item),  b ~ N(0, 0.3^2), c ~ N(0, 0.2^2),
+    x ~ Uniform(-1, 1);  y ~ N(mu, 0.2^2), 6 significant digits.
+    """
+    rng = np.random.default_rng(seed)
+    s_idx, i_idx = crossed_design(rng, n_rows, n_subj, n_item)
+    x = round6(rng.uniform(-1.0, 1.0, n_rows))
+    b = rng.normal(0.0, 0.3, n_subj)
+    c = rng.normal(0.0, 0.2, n_item)
+    mu = np.exp(1.0 + 0.5 * x + b[s_idx] + c[i_idx])
+    y = round6(mu + rng.normal(0.0, 0.2, n_rows))
+    return {
+        "subject": ids("s", n_subj, 4)[s_idx],
+        "item": ids("i", n_item, 4)[i_idx],
+        "x": [sig6(v) for v in x],
+        "y": [repr(float(v)) for v in y],
+    }
+
+
+def make_inverse_gaussian(seed: int = 20240106, n_rows: int = 2_000, n_subj: int = 100,
+                          n_item: int = 30):
+    """Crossed inverse Gaussian, log link.
+
+    mu = exp(0.5 + 0.3 x + b_subj + c_item),  b ~ N(0, 0.3^2), c ~ N(0, 0.2^2),
+    x ~ N(0, 1);  y ~ InverseGaussian(mu, shape 20) (numpy's wald), so the
+    dispersion is 1/20. 6 significant digits.
+    """
+    rng = np.random.default_rng(seed)
+    s_idx, i_idx = crossed_design(rng, n_rows, n_subj, n_item)
+    x = round6(rng.normal(0.0, 1.0, n_rows))
+    b = rng.normal(0.0, 0.3, n_subj)
+    c = rng.normal(0.0, 0.2, n_item)
+    mu = np.exp(0.5 + 0.3 * x + b[s_idx] + c[i_idx])
+    y = round6(rng.wald(mu, 20.0))
+    assert np.all(y > 0)
+    return {
+        "subject": ids("s", n_subj, 4)[s_idx],
+        "item": ids("i", n_item, 4)[i_idx],
+        "x": [sig6(v) for v in x],
+        "y": [repr(float(v)) for v in y],
+    }
+
+
 def main() -> None:
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     write_csv(DATA_DIR / "glmm_bernoulli_crossed.csv", make_bernoulli())
     write_csv(DATA_DIR / "glmm_gamma_crossed.csv", make_gamma())
     write_csv(DATA_DIR / "glmm_poisson_offset.csv", make_poisson_offset())
     write_csv(DATA_DIR / "glmm_probit_crossed.csv", make_probit())
+    write_csv(DATA_DIR / "glmm_gaussian_log.csv", make_gaussian_log())
+    write_csv(DATA_DIR / "glmm_inverse_gaussian.csv", make_inverse_gaussian())
 
 
 if __name__ == "__main__":
