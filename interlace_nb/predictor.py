@@ -158,7 +158,7 @@ class GramBuilder:
         data = np.empty(len(self._position))
         data[self._position] = np.concatenate(vals)
         ztz = sp.csc_matrix((data, self.indices, self.indptr), shape=(layout.q, layout.q))
-        xy = np.column_stack([x, y])
+        xy = y.reshape(-1, 1) if x.shape[1] == 0 else np.column_stack([x, y])
         ztxy = np.zeros((layout.q, xy.shape[1]))
         for k, term in enumerate(terms):
             start = layout.term_col_offset[k]
@@ -236,7 +236,7 @@ class Predictor:
     def set_gram(self, gram_system: GramSystem) -> None:
         """New Gram values on the same pattern (PIRLS: new working weights); call update next."""
         ztz = gram_system.ztz
-        if ztz.nnz != len(self._ztz_data) or not np.array_equal(ztz.indices, self._indices):
+        if ztz.nnz != len(self._ztz_data) or ztz.shape != (self.layout.q, self.layout.q):
             raise ValueError("set_gram needs Z'WZ with the sparsity pattern the predictor has")
         self.gram = gram_system
         self._ztz_data = ztz.data

@@ -90,6 +90,30 @@ class Pirls:
             effects.add_random_effects(term.codes, term.z, np.ascontiguousarray(block), eta)
         return eta
 
+    def same_effects(
+        self, u: np.ndarray, theta_old: np.ndarray, theta_new: np.ndarray
+    ) -> np.ndarray:
+        """u' with Lambda(theta_new) u' = Lambda(theta_old) u: the same random effects b.
+
+        A better warm start than u itself when theta moves: the data pin down b,
+        not u. Terms whose new T is singular keep their u.
+        """
+        layout = self.predictor.layout
+        if theta_old.shape != theta_new.shape:
+            return u
+        out = u.copy()
+        for k, term in enumerate(self.predictor.terms):
+            t_old = _lower_factor(theta_old, layout.term_theta_offset[k], term.size)
+            t_new = _lower_factor(theta_new, layout.term_theta_offset[k], term.size)
+            diagonal = np.abs(np.diag(t_new))
+            if diagonal.min() <= 1e-10 * max(1.0, diagonal.max()):
+                continue
+            start = layout.term_col_offset[k]
+            block = u[start : start + term.n_levels * term.size].reshape(term.n_levels, -1)
+            mapping = np.linalg.solve(t_new, t_old)
+            out[start : start + term.n_levels * term.size] = (block @ mapping.T).ravel()
+        return out
+
     def run(
         self,
         theta: np.ndarray,
@@ -173,6 +197,15 @@ class Pirls:
             beta, u, rows, current = cand_beta, cand_u, cand_rows, value
         return PirlsState(theta, beta, u, rows, current, ld_l2, solution.rx, MAX_ITERATIONS,
                           False)
+
+
+def _lower_factor(theta: np.ndarray, offset: int, size: int) -> np.ndarray:
+    """A term's lower-triangular T from its theta entries (column-major, as lme4)."""
+    t = np.zeros((size, size))
+    rows, cols = np.tril_indices(size)
+    order = np.lexsort((rows, cols))  # column by column
+    t[rows[order], cols[order]] = theta[offset : offset + len(order)]
+    return t
 
 
 def _max_abs(values: np.ndarray) -> float:

@@ -106,6 +106,7 @@ class GeneralizedLinearMixedModel(MixedModelBase):
         self.setup_seconds = time.perf_counter() - started
         self._state: PirlsState | None = None
         self._warm: tuple[np.ndarray, np.ndarray] | None = None
+        self._warm_theta = np.zeros(0)
         self._theta_hat = np.zeros(0)
         self._beta_hat = np.zeros(0)
         self._objective_value = float("nan")
@@ -145,13 +146,15 @@ class GeneralizedLinearMixedModel(MixedModelBase):
                 state = self.pirls.run(theta, beta, state.u, update_beta=False)
         else:
             warm_beta, warm_u = self._warm
+            u0 = self.pirls.same_effects(warm_u, self._warm_theta, theta)
             state = self.pirls.run(
-                theta, warm_beta if update_beta else beta, warm_u, update_beta=update_beta
+                theta, warm_beta if update_beta else beta, u0, update_beta=update_beta
             )
         if not state.converged:
             self.pirls_failures += 1
         if np.isfinite(state.penalized_deviance):
             self._warm = (state.beta, state.u)
+            self._warm_theta = np.array(theta, dtype=float)
         return state
 
     def _deviance(self, state: PirlsState) -> float:
