@@ -48,6 +48,43 @@ def make_reading_times(seed: int = 20261124) -> pl.DataFrame:
     ).with_columns(pl.col("rt").fill_nan(None))
 
 
+def make_lexical_decisions(seed: int = 20261129) -> pl.DataFrame:
+    """A binary-outcome crossed design: 60 subjects x 40 words, lexical decision accuracy.
+
+    Each subject judges each word once; ``correct`` is 1 for a right answer.
+    The log-odds of a right answer have subject and word intercepts, a word
+    frequency effect and a subject-varying effect of the word's ``length``.
+    Generated on the fly (seeded), so no file ships with it.
+    """
+    rng = np.random.default_rng(seed)
+    n_subjects, n_words = 60, 40
+    subject_intercept = rng.normal(0.0, 0.8, n_subjects)
+    subject_length = rng.normal(0.0, 0.15, n_subjects)
+    word_intercept = rng.normal(0.0, 0.5, n_words)
+    frequency = np.round(rng.normal(0.0, 1.0, n_words), 3)
+    length = rng.integers(3, 10, n_words)
+    subject = np.repeat(np.arange(n_subjects), n_words)
+    word = np.tile(np.arange(n_words), n_subjects)
+    centred_length = length[word] - 6.0
+    log_odds = (
+        1.6
+        + 0.5 * frequency[word]
+        + (-0.15 + subject_length[subject]) * centred_length
+        + subject_intercept[subject]
+        + word_intercept[word]
+    )
+    correct = (rng.random(subject.size) < 1.0 / (1.0 + np.exp(-log_odds))).astype(np.int64)
+    return pl.DataFrame(
+        {
+            "subject": [f"s{k + 1:02d}" for k in subject],
+            "word": [f"w{k + 1:02d}" for k in word],
+            "frequency": frequency[word],
+            "length": length[word],
+            "correct": correct,
+        }
+    )
+
+
 def load_reading_times() -> pl.DataFrame:
     """The embedded reading-time data (1,792 trials; rt is missing for a few)."""
     return pl.read_csv(READING_TIMES_CSV)
