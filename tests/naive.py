@@ -461,6 +461,15 @@ def downdate_schur(indptr, indices, l21, q1, schur_in):
     return out
 
 
+def downdate_column_work(indptr, indices, q1, p1, m):
+    """Twin of linalg.blocked.downdate_column_work: per Schur column c, the pairs
+    (b <= c) of rows below q1 that a first-term level shares with c."""
+    incidence = np.zeros((q1 // p1, m))
+    for j in range(q1 // p1):
+        incidence[j, indices[indptr[j * p1] + p1 : indptr[j * p1 + 1]] - q1] = 1.0
+    return (incidence * np.cumsum(incidence, axis=1)).sum(axis=0)
+
+
 def forward_first_term(indptr, indices, l11, l21, q1, rhs, r2_in):
     """Twin of blocked.forward_first_term: ``(c1, r2)`` with c1 = L11^-1 rhs[:q1], r2 -= L21 c1."""
     c1 = np.linalg.solve(l11_dense(l11), np.asarray(rhs, dtype=float)[:q1])

@@ -22,7 +22,7 @@ from interlace_nb.kernels import blocked, gram
 from numpy.testing import assert_allclose, assert_array_equal
 
 import interlace_nb
-from interlace_nb.linalg.blocked import balanced_column_bounds
+from interlace_nb.linalg.blocked import balanced_column_bounds, downdate_column_work
 
 TOL = {"rtol": 1e-12, "atol": 1e-12}
 
@@ -302,7 +302,10 @@ def check_blocked_kernels(inp: BlockedInput) -> None:
     assert_allclose(schur, a[q1:, q1:] - l21_full @ l21_full.T, **TOL)
 
     # the parallel downdate: same operations in the same order per entry, so equal
+    work = downdate_column_work(inp.indptr, inp.indices, q1, p1, m)
+    assert_array_equal(work, naive.downdate_column_work(inp.indptr, inp.indices, q1, p1, m))
     splits = {tuple(balanced_column_bounds(m, b)) for b in (1, 2, 3, 4, 7, 16, m)}
+    splits |= {tuple(balanced_column_bounds(m, b, work)) for b in (1, 2, 3, 16, m)}
     splits |= {(0, 1, m), (0, m - 1, m), (0, 0, m // 2, m // 2, m)}
     for bounds in sorted(splits):
         parallel = filled.copy(order="F")

@@ -19,13 +19,34 @@ MAX_DENSE_SIZE = 6000
 PARALLEL_DOWNDATE_WORK = 10_000_000
 
 
-def balanced_column_bounds(m: int, n_bands: int) -> np.ndarray:
-    """Column bands of an upper triangle holding about equal work (column r costs ~ r)."""
+def balanced_column_bounds(m: int, n_bands: int, work: np.ndarray | None = None) -> np.ndarray:
+    """Column bands of an upper triangle holding about equal work.
+
+    ``work[c]`` is column c's share (default: c + 1, a full triangle); a band
+    holds at least one column.
+    """
     if m == 0:
         return np.zeros(1, dtype=np.int64)
     n_bands = max(1, min(n_bands, m))
-    bounds = np.round(m * np.sqrt(np.arange(n_bands + 1) / n_bands)).astype(np.int64)
-    return np.unique(bounds)
+    if work is None:
+        bounds = np.round(m * np.sqrt(np.arange(n_bands + 1) / n_bands)).astype(np.int64)
+        return np.unique(bounds)
+    cumulative = np.cumsum(work, dtype=float)
+    targets = cumulative[-1] * np.arange(1, n_bands) / n_bands
+    inner = np.searchsorted(cumulative, targets, side="right")
+    return np.unique(np.concatenate([[0], np.clip(inner, 1, m - 1), [m]])).astype(np.int64)
+
+
+def downdate_column_work(
+    indptr: np.ndarray, indices: np.ndarray, q1: int, p1: int, m: int
+) -> np.ndarray:
+    """Updates per Schur column in the downdate: a level's k-th row below q1 takes k."""
+    first = indptr[np.arange(0, q1, p1)] + p1
+    lengths = indptr[np.arange(0, q1, p1) + 1] - first
+    offsets = np.cumsum(lengths) - lengths
+    entries = np.repeat(first - offsets, lengths) + np.arange(lengths.sum())
+    rank = np.arange(lengths.sum()) - np.repeat(offsets, lengths) + 1.0
+    return np.bincount(indices[entries] - q1, weights=rank, minlength=m)
 
 
 def _triangular_solve(upper: np.ndarray, rhs: np.ndarray, transpose: bool) -> np.ndarray:
@@ -57,11 +78,9 @@ class BlockedCholesky:
         self._l21 = np.zeros(len(indices))
         self._schur = np.zeros((self.m, self.m), order="F")
         self._schur_inverse_cache: np.ndarray | None = None
-        self._column_bounds = balanced_column_bounds(self.m, n_bands)
-        first_columns = np.arange(0, q1, p1)
-        rows_per_level = self.indptr[first_columns + 1] - self.indptr[first_columns] - p1
-        work = float((rows_per_level.astype(float) ** 2).sum()) * p1 * p1 / 2.0
-        self.parallel_downdate = work > PARALLEL_DOWNDATE_WORK
+        column_work = downdate_column_work(self.indptr, self.indices, q1, p1, self.m)
+        self._column_bounds = balanced_column_bounds(self.m, n_bands, column_work)
+        self.parallel_downdate = float(column_work.sum()) * p1 * p1 > PARALLEL_DOWNDATE_WORK
 
     def factor(self, data: np.ndarray) -> float:
         """Factor ``A + I``; return log det (nan when not positive definite)."""

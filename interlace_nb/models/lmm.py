@@ -21,7 +21,7 @@ from ..fitting.optimize import (
 )
 from ..kernels import effects
 from ..linalg import blas_threads_for
-from ..predictor import Predictor, build_gram, build_layout
+from ..predictor import Predictor, build_layout, build_predictor
 
 #: lme4's isSingular tolerance on theta entries with a lower bound of zero.
 SINGULAR_TOLERANCE = 1e-4
@@ -69,8 +69,9 @@ class LinearMixedModel:
         # blocks, keeps its digits when y has a large mean.
         self._beta_shift = _weighted_least_squares(d.x, d.y - d.offset, d.weights)
         y_eff = d.y - d.offset - d.x @ self._beta_shift
-        gram_system = build_gram(self.terms, self.layout, d.x, y_eff, d.weights)
-        self.predictor = Predictor(self.terms, self.layout, gram_system, factorization)
+        self.predictor = build_predictor(
+            self.terms, self.layout, d.x, y_eff, d.weights, factorization
+        )
         self.setup_seconds = time.perf_counter() - started
         self.theta_lower = np.concatenate([t.theta_lower() for t in self.terms])
         self._solution: LmmSolution | None = None
@@ -287,7 +288,8 @@ class LinearMixedModel:
 
     def random_effect_blocks(self) -> list[np.ndarray]:
         """Conditional modes per term as an (n_levels x p) array, lme4's b."""
-        b = self._predictor_at_optimum().lambda_times(self.solution.u)
+        predictor = self._predictor_at_optimum()
+        b = predictor.user_order(predictor.lambda_times(self.solution.u))
         out = []
         for k, term in enumerate(self.terms):
             start = self.layout.term_col_offset[k]
