@@ -19,7 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .kernels import gram, lambda_ops
-from .linalg import MAX_DENSE_SIZE, BlockedCholesky, SparseCholesky
+from .linalg import MAX_DENSE_SIZE, BlockedCholesky, SparseCholesky, dense_size_limit
 from .terms import RandomTerm
 
 
@@ -177,14 +177,33 @@ def reorder_levels(term: RandomTerm, order: np.ndarray | None) -> RandomTerm:
     )
 
 
-def choose_factorization(terms: list[RandomTerm], layout: Layout, method: str) -> str:
-    """'blocked' when the dense Schur block after the first term is small, else 'cholmod'."""
+def choose_factorization(
+    terms: list[RandomTerm], layout: Layout, method: str, ztz_indptr: np.ndarray | None = None
+) -> str:
+    """'blocked' or 'cholmod' for ``method`` 'auto' (others are returned as they are).
+
+    Blocked when the dense Schur block after the first term has at most
+    MAX_DENSE_SIZE columns; up to dense_size_limit() when it will be dense
+    anyway: the first term's levels then meet enough later columns that
+    their pairs (from Z'Z's pattern ``ztz_indptr``) could fill its triangle.
+    Without the pattern, a block within the limit counts as dense.
+    """
     if method not in ("auto", "blocked", "cholmod"):
         raise ValueError(f"factorization must be 'auto', 'blocked' or 'cholmod', got {method!r}")
     if method != "auto":
         return method
-    dense_size = layout.q - terms[0].size * terms[0].n_levels
-    return "blocked" if dense_size <= MAX_DENSE_SIZE else "cholmod"
+    first = terms[0]
+    q1 = first.size * first.n_levels
+    m = layout.q - q1
+    if m <= MAX_DENSE_SIZE:
+        return "blocked"
+    if m > dense_size_limit():
+        return "cholmod"
+    if ztz_indptr is None:
+        return "blocked"
+    columns = np.arange(0, q1, first.size)
+    met = (ztz_indptr[columns + 1] - ztz_indptr[columns] - first.size).astype(float)
+    return "blocked" if float((met * (met + 1.0)).sum()) / 2.0 >= m * (m + 1) / 2.0 else "cholmod"
 
 
 class Predictor:
@@ -217,11 +236,11 @@ class Predictor:
         self._indptr = ztz.indptr.astype(np.int64)
         self._indices = ztz.indices.astype(np.int64)
         self._ztz_data = ztz.data
-        self._scaled_data = np.empty_like(ztz.data)
+        self._scaled_data = np.zeros_like(ztz.data)
         self._zt_xy = np.column_stack([gram_system.ztx, gram_system.zty])
         self.scaled_rhs = np.empty_like(self._zt_xy)
         self.t_flat = np.zeros(layout.t_flat_size)
-        self.factorization = choose_factorization(terms, layout, factorization)
+        self.factorization = choose_factorization(terms, layout, factorization, ztz.indptr)
         if self.factorization == "blocked":
             first = terms[0]
             self.system = BlockedCholesky(
@@ -229,6 +248,8 @@ class Predictor:
             )
         else:
             self.system = SparseCholesky(ztz.indptr, ztz.indices, layout.q)
+        # the blocked factorisation never reads A12 nor A22's lower triangle: skip them
+        self._dense_from = self.system.q1 if self.factorization == "blocked" else layout.q
         self.theta: np.ndarray | None = None
         self.logdet = float("nan")
 
@@ -257,6 +278,7 @@ class Predictor:
         lambda_ops.scale_sparse_gram(
             self._indptr, self._indices, self._ztz_data, lay.col_block_start, lay.col_pos,
             lay.col_block_size, lay.col_t_offset, self.t_flat, self._scaled_data,
+            self._dense_from,
         )
         lambda_ops.lambda_t_times(
             self._zt_xy, lay.col_block_start, lay.col_pos, lay.col_block_size, lay.col_t_offset,
@@ -322,9 +344,9 @@ def build_predictor(
     weights: np.ndarray,
     factorization: str = "auto",
 ) -> Predictor:
-    """Choose the factorisation, build the Gram blocks (levels by frequency when blocked)."""
-    method = choose_factorization(terms, layout, factorization)
-    orders = frequency_orders(terms) if method == "blocked" else [None] * len(terms)
+    """Build the Gram blocks (levels by frequency if blocked is likely) and the predictor."""
+    likely = choose_factorization(terms, layout, factorization)
+    orders = frequency_orders(terms) if likely == "blocked" else [None] * len(terms)
     engine_terms = [reorder_levels(t, o) for t, o in zip(terms, orders, strict=True)]
     gram_system = build_gram(engine_terms, layout, x, y, weights)
-    return Predictor(terms, layout, gram_system, method, orders)
+    return Predictor(terms, layout, gram_system, factorization, orders)

@@ -191,16 +191,21 @@ def fill_t_flat(theta, term_theta_offset, term_size, term_t_offset, t_flat_size)
 
 
 def scale_sparse_gram(indptr, indices, gram_data, col_block_start, col_pos, col_block_size,
-                      col_t_offset, t_flat):
-    """Twin of lambda_ops.scale_sparse_gram: dense Lambda' A Lambda read on A's pattern."""
+                      col_t_offset, t_flat, dense_from=None):
+    """Twin of lambda_ops.scale_sparse_gram: dense Lambda' A Lambda read on A's pattern;
+    NaN where the kernel writes nothing (columns c >= dense_from, rows outside
+    [dense_from, c])."""
     q = len(indptr) - 1
+    dense_from = q if dense_from is None else dense_from
     a = sp.csc_matrix((gram_data, indices, indptr), shape=(q, q)).toarray()
     lam = lambda_from_metadata(col_block_start, col_pos, col_block_size, col_t_offset, t_flat)
     full = lam.T @ a @ lam
-    out = np.empty(len(indices))
+    out = np.full(len(indices), np.nan)
     for c in range(q):
         for k in range(indptr[c], indptr[c + 1]):
-            out[k] = full[indices[k], c]
+            i = indices[k]
+            if c < dense_from or dense_from <= i <= c:
+                out[k] = full[i, c]
     return out
 
 

@@ -18,7 +18,7 @@ import naive
 import numpy as np
 import polars as pl
 import pytest
-from interlace_nb.kernels import blocked, gram
+from interlace_nb.kernels import blocked, gram, lambda_ops
 from numpy.testing import assert_allclose, assert_array_equal
 
 import interlace_nb
@@ -105,10 +105,16 @@ def model_input(formula: str, seed: int, n: int = 70,
     pred = m.predictor
     pred.update(theta)
     first = m.terms[0]
+    lay = pred.layout
+    scaled = np.empty_like(pred._scaled_data)  # all of it: the predictor skips what blocked skips
+    lambda_ops.scale_sparse_gram(
+        pred._indptr, pred._indices, pred._ztz_data, lay.col_block_start, lay.col_pos,
+        lay.col_block_size, lay.col_t_offset, pred.t_flat, scaled, lay.q,
+    )
     return BlockedInput(
         indptr=pred._indptr.copy(),
         indices=pred._indices.copy(),
-        scaled=pred._scaled_data.copy(),
+        scaled=scaled,
         q1=first.size * first.n_levels,
         p1=first.size,
         logdet=pred.logdet,

@@ -7,16 +7,31 @@ bulk of q, cost O(nnz) per evaluation.
 
 from __future__ import annotations
 
+import math
+import os
+
 import numpy as np
 from scipy.linalg import lapack
 
 from ..kernels import blocked
 
-#: Largest dense Schur block the automatic choice accepts (8 * m^2 bytes, m^3/3 flops).
+#: Dense Schur blocks up to this size always take the blocked path (m^3/3 flops).
 MAX_DENSE_SIZE = 6000
+
+#: Wider blocks may take this much memory (8 m^2 bytes), and at most a quarter of the RAM.
+MAX_DENSE_BYTES = 4 * 2**30
 
 #: Multiply-adds in the Schur downdate above which the parallel kernel pays off.
 PARALLEL_DOWNDATE_WORK = 10_000_000
+
+
+def dense_size_limit() -> int:
+    """Widest dense Schur block the automatic choice accepts, from MAX_DENSE_BYTES and RAM."""
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        ram = 4 * MAX_DENSE_BYTES
+    return max(MAX_DENSE_SIZE, int(math.sqrt(min(MAX_DENSE_BYTES, ram / 4) / 8)))
 
 
 def balanced_column_bounds(m: int, n_bands: int, work: np.ndarray | None = None) -> np.ndarray:
@@ -59,6 +74,16 @@ def _triangular_solve(upper: np.ndarray, rhs: np.ndarray, transpose: bool) -> np
     if info != 0:
         raise FloatingPointError(f"triangular solve failed (LAPACK info {info})")
     return solution
+
+
+def _symmetrize_from_upper(matrix: np.ndarray, step: int = 512) -> None:
+    """Copy the upper triangle onto the lower one in place, a band of rows at a time."""
+    m = matrix.shape[0]
+    for start in range(0, m, step):
+        stop = min(start + step, m)
+        block = matrix[start:stop, start:stop]
+        block[...] = np.triu(block) + np.triu(block, 1).T
+        matrix[stop:, start:stop] = matrix[start:stop, stop:].T
 
 
 class BlockedCholesky:
@@ -144,8 +169,9 @@ class BlockedCholesky:
         inverse, info = lapack.dpotri(self._schur, lower=0)
         if info != 0:
             raise FloatingPointError("could not invert the Schur block")
-        self._schur_inverse_cache = np.triu(inverse) + np.triu(inverse, 1).T
-        return self._schur_inverse_cache
+        _symmetrize_from_upper(inverse)
+        self._schur_inverse_cache = inverse
+        return inverse
 
     def inverse_diagonal_blocks(self, block_starts: np.ndarray, block_size: int) -> np.ndarray:
         """Diagonal blocks of (A+I)^-1 at the given (unpermuted) column starts."""
