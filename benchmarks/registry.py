@@ -1,11 +1,16 @@
 """The benchmark problems: a data source, a formula and the criterion (REML or ML).
 
 A problem's ``load()`` returns a Polars DataFrame; ``r_factors`` names the
-columns R must turn into factors so that lme4 fits the same model.
+columns R must turn into factors so that lme4 fits the same model. ``label``
+is the problem's name in issue 3 (B1 to B5). Large simulated problems set
+``cache``: their data are written once to benchmarks/data/ (git-ignored) and
+read from there afterwards.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,10 +18,11 @@ from typing import Any
 
 import polars as pl
 
-from .simulate import simulate_crossed
+from .simulate import simulate_crossed, simulate_ratings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO_ROOT / "tests" / "reference" / "data"
+CACHE_DIR = REPO_ROOT / "benchmarks" / "data"
 
 #: R factors in InstEval.csv (as tests/conftest.py FACTOR_COLUMNS): read as strings.
 INSTEVAL_FACTORS = ["s", "d", "studage", "lectage", "service", "dept"]
@@ -33,10 +39,27 @@ class Problem:
     args: dict[str, Any] = field(default_factory=dict)
     r_factors: tuple[str, ...] = ("s", "i")
     description: str = ""
+    label: str = ""
+    cache: bool = False
+
+    @property
+    def cache_path(self) -> Path:
+        """Where a cached problem's data live: name plus a hash of source and args."""
+        key = json.dumps([self.source.__name__, self.args], sort_keys=True)
+        digest = hashlib.sha1(key.encode()).hexdigest()[:10]
+        return CACHE_DIR / f"{self.name}_{digest}.parquet"
 
     def load(self) -> pl.DataFrame:
-        """The problem's data (simulated with its seed, or read from disk)."""
-        return self.source(**self.args)
+        """The problem's data (simulated with its seed, read from disk or from the cache)."""
+        if not self.cache:
+            return self.source(**self.args)
+        path = self.cache_path
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(".partial")
+            self.source(**self.args).write_parquet(partial)
+            partial.rename(path)
+        return pl.read_parquet(path)
 
 
 def load_insteval(service_dummy: bool = False) -> pl.DataFrame:
@@ -50,6 +73,9 @@ def load_insteval(service_dummy: bool = False) -> pl.DataFrame:
 
 CROSSED_FORMULA = "y ~ x + (1|s) + (1|i)"
 INSTEVAL_FACTOR_NAMES = ("s", "d", "studage", "lectage", "dept")
+#: Ratings-like shape (MovieLens): >= 20 rows per user, lognormal activity, Zipf movies.
+RATINGS_SHAPE = {"min_per_subject": 20, "activity_sigma": 1.2, "zipf_exponent": 1.0,
+                 "max_share": 0.65}
 
 PROBLEMS: dict[str, Problem] = {
     p.name: p
@@ -67,6 +93,7 @@ PROBLEMS: dict[str, Problem] = {
             CROSSED_FORMULA,
             args={"n_rows": 1_000_000, "n_subjects": 20_000, "n_items": 2_000, "seed": 2},
             description="1M rows, 20,000 subjects x 2,000 items",
+            label="B2",
         ),
         Problem(
             "slopes_100k",
@@ -92,6 +119,37 @@ PROBLEMS: dict[str, Problem] = {
             args={"service_dummy": True},
             r_factors=INSTEVAL_FACTOR_NAMES,
             description="InstEval plus a per-department service effect (service as 0/1 dummy)",
+            label="B1",
+        ),
+        Problem(
+            "movielens_1m",
+            simulate_ratings,
+            CROSSED_FORMULA,
+            args={"n_rows": 1_000_209, "n_subjects": 6_040, "n_items": 3_706, "seed": 4,
+                  **RATINGS_SHAPE},
+            description="ml-1m-like: 1,000,209 ratings, 6,040 users (>= 20 each) x 3,706 movies",
+            label="B3",
+        ),
+        Problem(
+            "lexicon_2m",
+            simulate_ratings,
+            CROSSED_FORMULA,
+            args={"n_rows": 2_750_000, "n_subjects": 814, "n_items": 81_000, "seed": 5,
+                  "zipf_exponent": 0.0, "activity_sigma": 0.1},
+            description="English-Lexicon-like: 2.75M trials, 814 subjects (~3,400 items each)"
+            " x 81,000 items (~34 subjects each)",
+            label="B4",
+            cache=True,
+        ),
+        Problem(
+            "movielens_27m",
+            simulate_ratings,
+            CROSSED_FORMULA,
+            args={"n_rows": 27_000_000, "n_subjects": 94_000, "n_items": 16_000, "seed": 6,
+                  **RATINGS_SHAPE},
+            description="MovieLens-32M-subset-like: 27M ratings, 94,000 users x 16,000 movies",
+            label="B5",
+            cache=True,
         ),
     ]
 }

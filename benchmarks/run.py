@@ -35,7 +35,7 @@ GNU_TIME = Path("/usr/bin/time")
 TIMEOUT_SECONDS = 3600
 
 FIELDS = [
-    "timestamp", "git_sha", "git_dirty", "host", "cpus", "threads", "problem", "n_rows",
+    "timestamp", "git_sha", "git_dirty", "host", "cpus", "threads", "problem", "label", "n_rows",
     "formula", "reml", "tool", "repeats", "setup_s", "fit_s", "total_s", "total_s_min",
     "total_s_max", "n_evals",
     "n_calls", "eval_s", "time_per_eval_s", "peak_mb", "baseline_mb", "delta_mb", "criterion",
@@ -154,7 +154,8 @@ def benchmark_problem(
     spec = json.dumps({"data": str(parquet_path), "formula": problem.formula,
                        "reml": problem.reml})
     threads = env.get("OPENBLAS_NUM_THREADS", "default")
-    base = {"threads": threads, "problem": problem.name, "n_rows": data.height,
+    base = {"threads": threads, "problem": problem.name, "label": problem.label,
+            "n_rows": data.height,
             "formula": problem.formula, "reml": problem.reml, "loadavg_before": load_before}
     lme4_note = ""
     if with_lme4 and shutil.which("Rscript") is None:
@@ -212,7 +213,7 @@ def markdown_table(rows: list[dict], header: str) -> str:
         theirs = tools.get("lme4", {})
         lines.append(
             "| " + " | ".join([
-                name,
+                f"{ours['label']} {name}".strip() if ours.get("label") else name,
                 f"{ours['n_rows']:,}",
                 fmt(ours["setup_s"]),
                 fmt(ours["fit_s"]),

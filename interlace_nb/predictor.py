@@ -4,17 +4,22 @@ The Gram blocks Z'WZ, Z'WX, X'WX, Z'Wy, X'Wy and y'Wy are built once, in
 passes over the rows (Numba). Each evaluation afterwards touches only the
 q x q system: it rescales Z'WZ by Lambda(theta), refactors it numerically
 (symbolic analysis done once) and solves for p + 1 right-hand sides.
+
+For the blocked factorisation the engine numbers the levels of every term
+after the first by decreasing row count (``frequency_orders``), so the
+busiest rows and columns of the dense Schur block sit together in memory.
+This order is internal: the predictor's outputs are in the terms' own order.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.sparse as sp
 
 from .kernels import gram, lambda_ops
-from .linalg import MAX_DENSE_SIZE, BlockedCholesky, SparseCholesky
+from .linalg import MAX_DENSE_SIZE, BlockedCholesky, SparseCholesky, dense_size_limit
 from .terms import RandomTerm
 
 
@@ -185,14 +190,65 @@ def build_gram(
     return GramBuilder(terms, layout, x).build(y, weights)
 
 
-def choose_factorization(terms: list[RandomTerm], layout: Layout, method: str) -> str:
-    """'blocked' when the dense Schur block after the first term is small, else 'cholmod'."""
+def frequency_orders(terms: list[RandomTerm]) -> list[np.ndarray | None]:
+    """Per term, each level's engine position, or None to keep the term's own order.
+
+    Terms on the first term's grouping factor keep it; the others are numbered
+    by decreasing row count, ties in level order (terms sharing a factor get
+    the same order, which build_gram relies on).
+    """
+    orders: list[np.ndarray | None] = []
+    for term in terms:
+        if term.factors == terms[0].factors:
+            orders.append(None)
+            continue
+        counts = np.bincount(term.codes, minlength=term.n_levels)
+        by_count = np.argsort(-counts, kind="stable")
+        order = np.empty(term.n_levels, dtype=np.int64)
+        order[by_count] = np.arange(term.n_levels)
+        orders.append(order)
+    return orders
+
+
+def reorder_levels(term: RandomTerm, order: np.ndarray | None) -> RandomTerm:
+    """The term with level ``l`` renumbered ``order[l]`` (codes and levels alike)."""
+    if order is None:
+        return term
+    by_position = np.argsort(order)
+    return replace(
+        term,
+        codes=order[term.codes],
+        levels=tuple(term.levels[k] for k in by_position),
+    )
+
+
+def choose_factorization(
+    terms: list[RandomTerm], layout: Layout, method: str, ztz_indptr: np.ndarray | None = None
+) -> str:
+    """'blocked' or 'cholmod' for ``method`` 'auto' (others are returned as they are).
+
+    Blocked when the dense Schur block after the first term has at most
+    MAX_DENSE_SIZE columns; up to dense_size_limit() when it will be dense
+    anyway: the first term's levels then meet enough later columns that
+    their pairs (from Z'Z's pattern ``ztz_indptr``) could fill its triangle.
+    Without the pattern, a block within the limit counts as dense.
+    """
     if method not in ("auto", "blocked", "cholmod"):
         raise ValueError(f"factorization must be 'auto', 'blocked' or 'cholmod', got {method!r}")
     if method != "auto":
         return method
-    dense_size = layout.q - terms[0].size * terms[0].n_levels
-    return "blocked" if dense_size <= MAX_DENSE_SIZE else "cholmod"
+    first = terms[0]
+    q1 = first.size * first.n_levels
+    m = layout.q - q1
+    if m <= MAX_DENSE_SIZE:
+        return "blocked"
+    if m > dense_size_limit():
+        return "cholmod"
+    if ztz_indptr is None:
+        return "blocked"
+    columns = np.arange(0, q1, first.size)
+    met = (ztz_indptr[columns + 1] - ztz_indptr[columns] - first.size).astype(float)
+    return "blocked" if float((met * (met + 1.0)).sum()) / 2.0 >= m * (m + 1) / 2.0 else "cholmod"
 
 
 class Predictor:
@@ -202,6 +258,10 @@ class Predictor:
     scaled right-hand sides Lambda'[Z'WX Z'Wy] ready for the deviance. The
     factorisation is CHOLMOD's (any structure) or the blocked one (first
     term block diagonal, dense Schur block for the rest).
+
+    ``gram_system`` is built on the terms' levels renumbered by
+    ``level_orders`` (None: as they are); vectors of length q such as u live
+    in that engine order, ``user_order`` maps them back.
     """
 
     def __init__(
@@ -210,19 +270,22 @@ class Predictor:
         layout: Layout,
         gram_system: GramSystem,
         factorization: str = "auto",
+        level_orders: list[np.ndarray | None] | None = None,
     ):
         self.terms = terms
         self.layout = layout
         self.gram = gram_system
+        self.level_orders = level_orders or [None] * len(terms)
+        self._user_columns = _user_columns(terms, layout, self.level_orders)
         ztz = gram_system.ztz
         self._indptr = ztz.indptr.astype(np.int64)
         self._indices = ztz.indices.astype(np.int64)
         self._ztz_data = ztz.data
-        self._scaled_data = np.empty_like(ztz.data)
+        self._scaled_data = np.zeros_like(ztz.data)
         self._zt_xy = np.column_stack([gram_system.ztx, gram_system.zty])
         self.scaled_rhs = np.empty_like(self._zt_xy)
         self.t_flat = np.zeros(layout.t_flat_size)
-        self.factorization = choose_factorization(terms, layout, factorization)
+        self.factorization = choose_factorization(terms, layout, factorization, ztz.indptr)
         if self.factorization == "blocked":
             first = terms[0]
             self.system = BlockedCholesky(
@@ -230,6 +293,8 @@ class Predictor:
             )
         else:
             self.system = SparseCholesky(ztz.indptr, ztz.indices, layout.q)
+        # the blocked factorisation never reads A12 nor A22's lower triangle: skip them
+        self._dense_from = self.system.q1 if self.factorization == "blocked" else layout.q
         self.theta: np.ndarray | None = None
         self.logdet = float("nan")
 
@@ -270,6 +335,7 @@ class Predictor:
         lambda_ops.scale_sparse_gram(
             self._indptr, self._indices, self._ztz_data, lay.col_block_start, lay.col_pos,
             lay.col_block_size, lay.col_t_offset, self.t_flat, self._scaled_data,
+            self._dense_from,
         )
         lambda_ops.lambda_t_times(
             self._zt_xy, lay.col_block_start, lay.col_pos, lay.col_block_size, lay.col_t_offset,
@@ -299,8 +365,45 @@ class Predictor:
             out.append(t @ t.T)
         return out
 
+    def user_order(self, values: np.ndarray) -> np.ndarray:
+        """Rows of a q-row array (engine order) in the terms' own level order."""
+        return values if self._user_columns is None else values[self._user_columns]
+
     def inverse_diagonal_blocks(self, k: int) -> np.ndarray:
-        """Diagonal blocks of (Lambda'Z'WZ Lambda + I)^-1 for term k's levels."""
+        """Diagonal blocks of (Lambda'Z'WZ Lambda + I)^-1 for term k's levels (own order)."""
         term = self.terms[k]
-        starts = self.layout.term_col_offset[k] + np.arange(term.n_levels) * term.size
+        order = self.level_orders[k]
+        positions = np.arange(term.n_levels) if order is None else order
+        starts = self.layout.term_col_offset[k] + positions * term.size
         return self.system.inverse_diagonal_blocks(starts.astype(np.int64), term.size)
+
+
+def _user_columns(
+    terms: list[RandomTerm], layout: Layout, orders: list[np.ndarray | None]
+) -> np.ndarray | None:
+    """Engine column of each column in the terms' own order (None when they agree)."""
+    if all(order is None for order in orders):
+        return None
+    columns = np.arange(layout.q)
+    for k, (term, order) in enumerate(zip(terms, orders, strict=True)):
+        if order is not None:
+            start = layout.term_col_offset[k]
+            local = (order[:, None] * term.size + np.arange(term.size)).ravel()
+            columns[start : start + local.size] = start + local
+    return columns
+
+
+def build_predictor(
+    terms: list[RandomTerm],
+    layout: Layout,
+    x: np.ndarray,
+    y: np.ndarray,
+    weights: np.ndarray,
+    factorization: str = "auto",
+) -> Predictor:
+    """Build the Gram blocks (levels by frequency if blocked is likely) and the predictor."""
+    likely = choose_factorization(terms, layout, factorization)
+    orders = frequency_orders(terms) if likely == "blocked" else [None] * len(terms)
+    engine_terms = [reorder_levels(t, o) for t, o in zip(terms, orders, strict=True)]
+    gram_system = build_gram(engine_terms, layout, x, y, weights)
+    return Predictor(terms, layout, gram_system, factorization, orders)

@@ -13,12 +13,16 @@ from .config import kernel
 
 @kernel
 def scale_sparse_gram(indptr, indices, gram_data, col_block_start, col_pos, col_block_size,
-                      col_t_offset, t_flat, out_data):
+                      col_t_offset, t_flat, out_data, dense_from):
     """out = Lambda' A Lambda on A's stored pattern.
 
     A must be block-complete: whenever one entry of a (level block, level
     block) pair is stored, all are, so every column of a level block has the
     same row pattern and a block's rows are consecutive in each column.
+
+    In columns c >= ``dense_from`` only rows ``dense_from <= i <= c`` are
+    written (all that the blocked factorisation reads there); pass the number
+    of columns to write every entry.
     """
     n_cols = indptr.shape[0] - 1
     for c in range(n_cols):
@@ -27,8 +31,14 @@ def scale_sparse_gram(indptr, indices, gram_data, col_block_start, col_pos, col_
         sc = col_block_size[c]
         c0 = col_block_start[c]
         tc = col_t_offset[c]
+        partial = c >= dense_from
         for k in range(start, indptr[c + 1]):
             i = indices[k]
+            if partial:
+                if i < dense_from:
+                    continue
+                if i > c:
+                    break
             local = k - start
             pi = col_pos[i]
             si = col_block_size[i]

@@ -191,16 +191,21 @@ def fill_t_flat(theta, term_theta_offset, term_size, term_t_offset, t_flat_size)
 
 
 def scale_sparse_gram(indptr, indices, gram_data, col_block_start, col_pos, col_block_size,
-                      col_t_offset, t_flat):
-    """Twin of lambda_ops.scale_sparse_gram: dense Lambda' A Lambda read on A's pattern."""
+                      col_t_offset, t_flat, dense_from=None):
+    """Twin of lambda_ops.scale_sparse_gram: dense Lambda' A Lambda read on A's pattern;
+    NaN where the kernel writes nothing (columns c >= dense_from, rows outside
+    [dense_from, c])."""
     q = len(indptr) - 1
+    dense_from = q if dense_from is None else dense_from
     a = sp.csc_matrix((gram_data, indices, indptr), shape=(q, q)).toarray()
     lam = lambda_from_metadata(col_block_start, col_pos, col_block_size, col_t_offset, t_flat)
     full = lam.T @ a @ lam
-    out = np.empty(len(indices))
+    out = np.full(len(indices), np.nan)
     for c in range(q):
         for k in range(indptr[c], indptr[c + 1]):
-            out[k] = full[indices[k], c]
+            i = indices[k]
+            if c < dense_from or dense_from <= i <= c:
+                out[k] = full[i, c]
     return out
 
 
@@ -459,6 +464,15 @@ def downdate_schur(indptr, indices, l21, q1, schur_in):
     upper = np.triu(np.ones_like(product, dtype=bool))
     out[upper] -= product[upper]
     return out
+
+
+def downdate_column_work(indptr, indices, q1, p1, m):
+    """Twin of linalg.blocked.downdate_column_work: per Schur column c, the pairs
+    (b <= c) of rows below q1 that a first-term level shares with c."""
+    incidence = np.zeros((q1 // p1, m))
+    for j in range(q1 // p1):
+        incidence[j, indices[indptr[j * p1] + p1 : indptr[j * p1 + 1]] - q1] = 1.0
+    return (incidence * np.cumsum(incidence, axis=1)).sum(axis=0)
 
 
 def forward_first_term(indptr, indices, l11, l21, q1, rhs, r2_in):

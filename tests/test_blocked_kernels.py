@@ -18,11 +18,11 @@ import naive
 import numpy as np
 import polars as pl
 import pytest
-from interlace_nb.kernels import blocked, gram
+from interlace_nb.kernels import blocked, gram, lambda_ops
 from numpy.testing import assert_allclose, assert_array_equal
 
 import interlace_nb
-from interlace_nb.linalg.blocked import balanced_column_bounds
+from interlace_nb.linalg.blocked import balanced_column_bounds, downdate_column_work
 
 TOL = {"rtol": 1e-12, "atol": 1e-12}
 
@@ -105,10 +105,16 @@ def model_input(formula: str, seed: int, n: int = 70,
     pred = m.predictor
     pred.update(theta)
     first = m.terms[0]
+    lay = pred.layout
+    scaled = np.empty_like(pred._scaled_data)  # all of it: the predictor skips what blocked skips
+    lambda_ops.scale_sparse_gram(
+        pred._indptr, pred._indices, pred._ztz_data, lay.col_block_start, lay.col_pos,
+        lay.col_block_size, lay.col_t_offset, pred.t_flat, scaled, lay.q,
+    )
     return BlockedInput(
         indptr=pred._indptr.copy(),
         indices=pred._indices.copy(),
-        scaled=pred._scaled_data.copy(),
+        scaled=scaled,
         q1=first.size * first.n_levels,
         p1=first.size,
         logdet=pred.logdet,
@@ -302,7 +308,10 @@ def check_blocked_kernels(inp: BlockedInput) -> None:
     assert_allclose(schur, a[q1:, q1:] - l21_full @ l21_full.T, **TOL)
 
     # the parallel downdate: same operations in the same order per entry, so equal
+    work = downdate_column_work(inp.indptr, inp.indices, q1, p1, m)
+    assert_array_equal(work, naive.downdate_column_work(inp.indptr, inp.indices, q1, p1, m))
     splits = {tuple(balanced_column_bounds(m, b)) for b in (1, 2, 3, 4, 7, 16, m)}
+    splits |= {tuple(balanced_column_bounds(m, b, work)) for b in (1, 2, 3, 16, m)}
     splits |= {(0, 1, m), (0, m - 1, m), (0, 0, m // 2, m // 2, m)}
     for bounds in sorted(splits):
         parallel = filled.copy(order="F")

@@ -272,7 +272,8 @@ def test_scale_sparse_gram_by_hand() -> None:
     t_flat = np.array([1.0, 0.0, 2.0, 3.0])
     out = np.empty(a.nnz)
     lambda_ops.scale_sparse_gram(
-        a.indptr.astype(np.int64), a.indices.astype(np.int64), a.data, *metadata(lay), t_flat, out
+        a.indptr.astype(np.int64), a.indices.astype(np.int64), a.data, *metadata(lay), t_flat, out,
+        2,
     )
     assert_allclose(out, [16.0, 15.0, 15.0, 18.0])
 
@@ -285,7 +286,8 @@ def test_scale_sparse_gram_two_terms_by_hand() -> None:
     t_flat = np.array([2.0, 1.0, 0.0, -1.0, 1.0])
     out = np.empty(a.nnz)
     lambda_ops.scale_sparse_gram(
-        a.indptr.astype(np.int64), a.indices.astype(np.int64), a.data, *metadata(lay), t_flat, out
+        a.indptr.astype(np.int64), a.indices.astype(np.int64), a.data, *metadata(lay), t_flat, out,
+        3,
     )
     lam = np.array([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, -1.0, 1.0]])
     want = lam.T @ dense @ lam  # [[12, -2, 4], [-2, 6, -1], [4, -1, 1]]
@@ -331,7 +333,15 @@ def test_lambda_kernels_random(seed: int, sizes: list[int], n_levels: list[int])
     indptr = a.indptr.astype(np.int64)
     indices = a.indices.astype(np.int64)
     out_data = np.full(a.nnz, np.nan)
-    lambda_ops.scale_sparse_gram(indptr, indices, a.data, *metadata(lay), t_flat, out_data)
+    # the blocked path's partial rescale: after the first term, upper triangle only
+    first_end = int(lay.term_col_offset[1]) if len(sizes) > 1 else lay.q
+    partial = np.full(a.nnz, np.nan)
+    lambda_ops.scale_sparse_gram(indptr, indices, a.data, *metadata(lay), t_flat, partial,
+                                 first_end)
+    want = naive.scale_sparse_gram(indptr, indices, a.data, *metadata(lay), t_flat, first_end)
+    assert_allclose(partial, want, rtol=1e-12, atol=1e-12)  # NaN where nothing is written
+    lambda_ops.scale_sparse_gram(indptr, indices, a.data, *metadata(lay), t_flat, out_data,
+                                 lay.q)
     want = naive.scale_sparse_gram(indptr, indices, a.data, *metadata(lay), t_flat)
     assert_allclose(out_data, want, rtol=1e-12, atol=1e-12)
     # and the stored pattern holds all of Lambda' A Lambda (nothing falls outside it)
@@ -635,3 +645,32 @@ def test_unique_level_pairs_many_rows() -> None:
     want = naive.unique_level_pairs(a, b, 300, 50)
     for g_arr, w_arr in zip(got, want, strict=True):
         assert_array_equal(g_arr, w_arr)
+
+
+def test_choose_factorization_by_size_memory_and_fill() -> None:
+    from interlace_nb.linalg import MAX_DENSE_SIZE, dense_size_limit
+    from interlace_nb.predictor import choose_factorization
+
+    def terms_for(q1: int, m: int) -> list[RandomTerm]:
+        ones = [np.ones((1, 1)), np.ones((1, 1))]
+        return make_terms([np.zeros(1, dtype=np.int64)] * 2, ones, [q1, m])
+
+    def pattern(q1: int, m: int, met: int) -> np.ndarray:
+        """Z'Z column pointers: each first-term level meets ``met`` later columns."""
+        counts = np.concatenate([np.full(q1, met + 1), np.ones(m, dtype=np.int64)])
+        return np.concatenate([[0], np.cumsum(counts)])
+
+    small = terms_for(8000, MAX_DENSE_SIZE)
+    assert choose_factorization(small, build_layout(small), "auto", pattern(8000, 6000, 1)) \
+        == "blocked"
+    wide = terms_for(8000, 7000)  # dense block above MAX_DENSE_SIZE, within the memory limit
+    assert 7000 <= dense_size_limit()
+    lay = build_layout(wide)
+    assert choose_factorization(wide, lay, "auto") == "blocked"  # before the Gram blocks
+    assert choose_factorization(wide, lay, "auto", pattern(8000, 7000, 2)) == "cholmod"
+    assert choose_factorization(wide, lay, "auto", pattern(8000, 7000, 100)) == "blocked"
+    assert choose_factorization(wide, lay, "cholmod", pattern(8000, 7000, 100)) == "cholmod"
+    huge = terms_for(100, dense_size_limit() + 1)
+    assert choose_factorization(huge, build_layout(huge), "auto") == "cholmod"
+    with pytest.raises(ValueError, match="factorization"):
+        choose_factorization(wide, lay, "dense")

@@ -173,6 +173,32 @@ def test_blocked_and_cholmod_paths_agree(name: str) -> None:
         assert blocked.objective(theta) == pytest.approx(general.objective(theta), rel=1e-10)
 
 
+def test_frequency_order_of_levels_is_internal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocked fits number later factors' levels by frequency; outputs keep the own order."""
+    import interlace_nb.predictor as predictor_module
+    from interlace_nb.fitting.lmm import solve_at
+
+    case = load_reference_cases()["insteval_reml"]
+    data = load_dataset(case["data"])
+    ordered = ib.LinearMixedModel(case["formula"], data, factorization="blocked")
+    monkeypatch.setattr(predictor_module, "frequency_orders", lambda terms: [None] * len(terms))
+    plain = ib.LinearMixedModel(case["formula"], data, factorization="blocked")
+    orders = ordered.predictor.level_orders
+    assert orders[0] is None and all(order is not None for order in orders[1:])
+    assert plain.predictor.user_order(np.arange(3)).tolist() == [0, 1, 2]
+    theta = np.array(case["objective_at"][-1]["theta"])
+    modes = []
+    for model in (ordered, plain):
+        solution = solve_at(model.predictor, theta, reml=True)
+        b = model.predictor.user_order(model.predictor.lambda_times(solution.u))
+        blocks = [model.predictor.inverse_diagonal_blocks(k) for k in range(len(model.terms))]
+        modes.append((solution.objective, b, blocks))
+    assert modes[0][0] == pytest.approx(modes[1][0], rel=1e-12)
+    np.testing.assert_allclose(modes[0][1], modes[1][1], rtol=1e-9, atol=1e-12)
+    for first, second in zip(modes[0][2], modes[1][2], strict=True):
+        np.testing.assert_allclose(first, second, rtol=1e-9, atol=1e-14)
+
+
 def test_demo_model_and_cli(capsys: pytest.CaptureFixture[str]) -> None:
     from interlace_nb.cli import main
 

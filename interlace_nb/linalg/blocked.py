@@ -7,25 +7,61 @@ bulk of q, cost O(nnz) per evaluation.
 
 from __future__ import annotations
 
+import math
+import os
+
 import numpy as np
 from scipy.linalg import lapack
 
 from ..kernels import blocked
 
-#: Largest dense Schur block the automatic choice accepts (8 * m^2 bytes, m^3/3 flops).
+#: Dense Schur blocks up to this size always take the blocked path (m^3/3 flops).
 MAX_DENSE_SIZE = 6000
+
+#: Wider blocks may take this much memory (8 m^2 bytes), and at most a quarter of the RAM.
+MAX_DENSE_BYTES = 4 * 2**30
 
 #: Multiply-adds in the Schur downdate above which the parallel kernel pays off.
 PARALLEL_DOWNDATE_WORK = 10_000_000
 
 
-def balanced_column_bounds(m: int, n_bands: int) -> np.ndarray:
-    """Column bands of an upper triangle holding about equal work (column r costs ~ r)."""
+def dense_size_limit() -> int:
+    """Widest dense Schur block the automatic choice accepts, from MAX_DENSE_BYTES and RAM."""
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        ram = 4 * MAX_DENSE_BYTES
+    return max(MAX_DENSE_SIZE, int(math.sqrt(min(MAX_DENSE_BYTES, ram / 4) / 8)))
+
+
+def balanced_column_bounds(m: int, n_bands: int, work: np.ndarray | None = None) -> np.ndarray:
+    """Column bands of an upper triangle holding about equal work.
+
+    ``work[c]`` is column c's share (default: c + 1, a full triangle); a band
+    holds at least one column.
+    """
     if m == 0:
         return np.zeros(1, dtype=np.int64)
     n_bands = max(1, min(n_bands, m))
-    bounds = np.round(m * np.sqrt(np.arange(n_bands + 1) / n_bands)).astype(np.int64)
-    return np.unique(bounds)
+    if work is None:
+        bounds = np.round(m * np.sqrt(np.arange(n_bands + 1) / n_bands)).astype(np.int64)
+        return np.unique(bounds)
+    cumulative = np.cumsum(work, dtype=float)
+    targets = cumulative[-1] * np.arange(1, n_bands) / n_bands
+    inner = np.searchsorted(cumulative, targets, side="right")
+    return np.unique(np.concatenate([[0], np.clip(inner, 1, m - 1), [m]])).astype(np.int64)
+
+
+def downdate_column_work(
+    indptr: np.ndarray, indices: np.ndarray, q1: int, p1: int, m: int
+) -> np.ndarray:
+    """Updates per Schur column in the downdate: a level's k-th row below q1 takes k."""
+    first = indptr[np.arange(0, q1, p1)] + p1
+    lengths = indptr[np.arange(0, q1, p1) + 1] - first
+    offsets = np.cumsum(lengths) - lengths
+    entries = np.repeat(first - offsets, lengths) + np.arange(lengths.sum())
+    rank = np.arange(lengths.sum()) - np.repeat(offsets, lengths) + 1.0
+    return np.bincount(indices[entries] - q1, weights=rank, minlength=m)
 
 
 def _triangular_solve(upper: np.ndarray, rhs: np.ndarray, transpose: bool) -> np.ndarray:
@@ -38,6 +74,16 @@ def _triangular_solve(upper: np.ndarray, rhs: np.ndarray, transpose: bool) -> np
     if info != 0:
         raise FloatingPointError(f"triangular solve failed (LAPACK info {info})")
     return solution
+
+
+def _symmetrize_from_upper(matrix: np.ndarray, step: int = 512) -> None:
+    """Copy the upper triangle onto the lower one in place, a band of rows at a time."""
+    m = matrix.shape[0]
+    for start in range(0, m, step):
+        stop = min(start + step, m)
+        block = matrix[start:stop, start:stop]
+        block[...] = np.triu(block) + np.triu(block, 1).T
+        matrix[stop:, start:stop] = matrix[start:stop, stop:].T
 
 
 class BlockedCholesky:
@@ -57,11 +103,9 @@ class BlockedCholesky:
         self._l21 = np.zeros(len(indices))
         self._schur = np.zeros((self.m, self.m), order="F")
         self._schur_inverse_cache: np.ndarray | None = None
-        self._column_bounds = balanced_column_bounds(self.m, n_bands)
-        first_columns = np.arange(0, q1, p1)
-        rows_per_level = self.indptr[first_columns + 1] - self.indptr[first_columns] - p1
-        work = float((rows_per_level.astype(float) ** 2).sum()) * p1 * p1 / 2.0
-        self.parallel_downdate = work > PARALLEL_DOWNDATE_WORK
+        column_work = downdate_column_work(self.indptr, self.indices, q1, p1, self.m)
+        self._column_bounds = balanced_column_bounds(self.m, n_bands, column_work)
+        self.parallel_downdate = float(column_work.sum()) * p1 * p1 > PARALLEL_DOWNDATE_WORK
 
     def factor(self, data: np.ndarray) -> float:
         """Factor ``A + I``; return log det (nan when not positive definite)."""
@@ -125,8 +169,9 @@ class BlockedCholesky:
         inverse, info = lapack.dpotri(self._schur, lower=0)
         if info != 0:
             raise FloatingPointError("could not invert the Schur block")
-        self._schur_inverse_cache = np.triu(inverse) + np.triu(inverse, 1).T
-        return self._schur_inverse_cache
+        _symmetrize_from_upper(inverse)
+        self._schur_inverse_cache = inverse
+        return inverse
 
     def inverse_diagonal_blocks(self, block_starts: np.ndarray, block_size: int) -> np.ndarray:
         """Diagonal blocks of (A+I)^-1 at the given (unpermuted) column starts."""

@@ -172,7 +172,8 @@ class MixedModelBase:
 
     def random_effect_blocks(self) -> list[np.ndarray]:
         """Conditional modes per term as an (n_levels x p) array, lme4's b."""
-        b = self._predictor_at_optimum().lambda_times(self.spherical_modes)
+        predictor = self._predictor_at_optimum()
+        b = predictor.user_order(predictor.lambda_times(self.spherical_modes))
         out = []
         for k, term in enumerate(self.terms):
             start = self.layout.term_col_offset[k]

@@ -16,7 +16,7 @@ from ..fitting.optimize import (
     minimize_bobyqa,
 )
 from ..linalg import blas_threads_for
-from ..predictor import Predictor, build_gram, build_layout
+from ..predictor import Predictor, build_layout, build_predictor
 from .base import (
     SINGULAR_TOLERANCE,
     ConvergenceWarning,
@@ -59,8 +59,9 @@ class LinearMixedModel(MixedModelBase):
         # blocks, keeps its digits when y has a large mean.
         self._beta_shift = _weighted_least_squares(d.x, d.y - d.offset, d.weights)
         y_eff = d.y - d.offset - d.x @ self._beta_shift
-        gram_system = build_gram(self.terms, self.layout, d.x, y_eff, d.weights)
-        self.predictor = Predictor(self.terms, self.layout, gram_system, factorization)
+        self.predictor = build_predictor(
+            self.terms, self.layout, d.x, y_eff, d.weights, factorization
+        )
         self.setup_seconds = time.perf_counter() - started
         self.theta_lower = np.concatenate([t.theta_lower() for t in self.terms])
         self._solution: LmmSolution | None = None
