@@ -402,8 +402,15 @@ def build_predictor(
     factorization: str = "auto",
 ) -> Predictor:
     """Build the Gram blocks (levels by frequency if blocked is likely) and the predictor."""
+    terms_inside, orders = engine_terms(terms, layout, factorization)
+    gram_system = build_gram(terms_inside, layout, x, y, weights)
+    return Predictor(terms, layout, gram_system, factorization, orders)
+
+
+def engine_terms(
+    terms: list[RandomTerm], layout: Layout, factorization: str = "auto"
+) -> tuple[list[RandomTerm], list[np.ndarray | None]]:
+    """The terms with levels renumbered as the engine stores them, and the orders used."""
     likely = choose_factorization(terms, layout, factorization)
     orders = frequency_orders(terms) if likely == "blocked" else [None] * len(terms)
-    engine_terms = [reorder_levels(t, o) for t, o in zip(terms, orders, strict=True)]
-    gram_system = build_gram(engine_terms, layout, x, y, weights)
-    return Predictor(terms, layout, gram_system, factorization, orders)
+    return [reorder_levels(t, o) for t, o in zip(terms, orders, strict=True)], orders

@@ -72,6 +72,8 @@ class Pirls:
         self.builder = builder
         self.response = response
         self.x = x
+        #: the terms with the engine's level numbering, in which u lives
+        self.terms = builder.terms
         self._no_columns = np.zeros((x.shape[0], 0))
 
     def linear_predictor(self, theta: np.ndarray, beta: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -84,7 +86,7 @@ class Pirls:
         predictor.set_theta(theta)
         eta = fixed.copy()
         b = predictor.lambda_times(u)
-        for k, term in enumerate(predictor.terms):
+        for k, term in enumerate(self.terms):
             start = predictor.layout.term_col_offset[k]
             block = b[start : start + term.n_levels * term.size].reshape(term.n_levels, -1)
             effects.add_random_effects(term.codes, term.z, np.ascontiguousarray(block), eta)
@@ -102,7 +104,7 @@ class Pirls:
         if theta_old.shape != theta_new.shape:
             return u
         out = u.copy()
-        for k, term in enumerate(self.predictor.terms):
+        for k, term in enumerate(self.terms):
             t_old = _lower_factor(theta_old, layout.term_theta_offset[k], term.size)
             t_new = _lower_factor(theta_new, layout.term_theta_offset[k], term.size)
             diagonal = np.abs(np.diag(t_new))
@@ -227,7 +229,7 @@ def agq_deviance(pirls: Pirls, state: PirlsState, n_nodes: int) -> float:
     log|L|^2 + sum_g D_g(u_g) - 2 sum_g log(sum_k w_k exp(-(D_g(u_k) - D_g(u_g))/2
     + z_k^2/2)), which is -2 log L minus the saturated model's -2 log L.
     """
-    term = pirls.predictor.terms[0]
+    term = pirls.terms[0]
     theta = float(state.theta[0])
     codes = term.codes
     z = term.z[:, 0]

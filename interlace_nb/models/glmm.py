@@ -24,7 +24,7 @@ from ..fitting.optimize import (
 )
 from ..fitting.pirls import Pirls, PirlsError, PirlsState, agq_deviance, laplace_deviance
 from ..linalg import blas_threads_for
-from ..predictor import GramBuilder, Predictor, build_layout
+from ..predictor import GramBuilder, Predictor, build_layout, engine_terms
 from ..response import Family, get_family
 from ..response.glm import GlmResponse
 from .base import SINGULAR_TOLERANCE, ConvergenceWarning, MixedModelBase, SingularFitWarning
@@ -96,10 +96,14 @@ class GeneralizedLinearMixedModel(MixedModelBase):
                 "Use nAGQ=1 (Laplace)."
             )
         self.layout = build_layout(self.terms)
-        self.builder = GramBuilder(self.terms, self.layout, d.x)
+        # the engine numbers later factors' levels by frequency (see predictor.py)
+        terms_inside, orders = engine_terms(self.terms, self.layout, factorization)
+        self.builder = GramBuilder(terms_inside, self.layout, d.x)
         start_rows = self.response.evaluate(self.response.start_eta())
-        gram = self.builder.build(start_rows.working_response, start_rows.working_weights)
-        self.predictor = Predictor(self.terms, self.layout, gram, factorization)
+        gram = self.builder.build(
+            start_rows.working_response, start_rows.working_weights, prior_weights=False
+        )
+        self.predictor = Predictor(self.terms, self.layout, gram, factorization, orders)
         self.pirls = Pirls(self.predictor, self.builder, self.response, d.x)
         self.theta_lower = np.concatenate([t.theta_lower() for t in self.terms])
         self.n_theta = len(self.theta_lower)
