@@ -1,6 +1,7 @@
-# One timed lmer() fit, run by benchmarks/run.py in a fresh Rscript process.
+# One timed lmer() fit (or glmer() for a GLM family), run by benchmarks/run.py in a
+# fresh Rscript process.
 #
-#   Rscript benchmarks/lme4_fit.R data.csv "y ~ x + (1|s) + (1|i)" TRUE s,i
+#   Rscript benchmarks/lme4_fit.R data.csv "y ~ x + (1|s) + (1|i)" TRUE s,i [family nAGQ]
 #
 # Prints "RESULT<TAB>key<TAB>value" lines. Peak memory: VmHWM from
 # /proc/self/status before (baseline, after data load) and after the fit; the
@@ -11,6 +12,8 @@ path <- args[1]
 formula <- as.formula(args[2])
 reml <- as.logical(args[3])
 factors <- if (length(args) >= 4 && nzchar(args[4])) strsplit(args[4], ",")[[1]] else character()
+family <- if (length(args) >= 5) args[5] else "gaussian"
+nagq <- if (length(args) >= 6) as.integer(args[6]) else 1L
 
 vm_hwm_mb <- function() {
   if (!file.exists("/proc/self/status")) return(NA_real_)
@@ -29,10 +32,14 @@ if (requireNamespace("data.table", quietly = TRUE)) {
 for (f in factors) d[[f]] <- factor(d[[f]])
 invisible(gc())
 baseline <- vm_hwm_mb()
-timing <- system.time(m <- lmer(formula, data = d, REML = reml))
+if (family == "gaussian") {
+  timing <- system.time(m <- lmer(formula, data = d, REML = reml))
+} else {
+  timing <- system.time(m <- glmer(formula, data = d, family = family, nAGQ = nagq))
+}
 peak <- vm_hwm_mb()
 
-criterion <- if (reml) m@devcomp$cmp[["REML"]] else m@devcomp$cmp[["dev"]]
+criterion <- if (reml && family == "gaussian") m@devcomp$cmp[["REML"]] else m@devcomp$cmp[["dev"]]
 messages <- c(m@optinfo$conv$lme4$messages, m@optinfo$warnings)
 out <- list(
   reader = reader,

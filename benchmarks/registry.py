@@ -41,6 +41,9 @@ class Problem:
     description: str = ""
     label: str = ""
     cache: bool = False
+    #: "gaussian" for a linear mixed model (lmer); a GLM family name for glmer.
+    family: str = "gaussian"
+    nagq: int = 1
 
     @property
     def cache_path(self) -> Path:
@@ -120,6 +123,48 @@ PROBLEMS: dict[str, Problem] = {
             r_factors=INSTEVAL_FACTOR_NAMES,
             description="InstEval plus a per-department service effect (service as 0/1 dummy)",
             label="B1",
+        ),
+        Problem(
+            "bernoulli_100k",
+            simulate_crossed,
+            CROSSED_FORMULA,
+            reml=False,
+            args={"n_rows": 100_000, "n_subjects": 2_000, "n_items": 500, "seed": 11,
+                  "response": "bernoulli"},
+            description="crossed Bernoulli GLMM, Laplace: 100k rows, 2,000 x 500",
+            family="binomial",
+        ),
+        Problem(
+            "bernoulli_100k_fast",
+            simulate_crossed,
+            CROSSED_FORMULA,
+            reml=False,
+            args={"n_rows": 100_000, "n_subjects": 2_000, "n_items": 500, "seed": 11,
+                  "response": "bernoulli"},
+            description="the same, nAGQ = 0 (fast mode)",
+            family="binomial",
+            nagq=0,
+        ),
+        Problem(
+            "bernoulli_1m",
+            simulate_crossed,
+            CROSSED_FORMULA,
+            reml=False,
+            args={"n_rows": 1_000_000, "n_subjects": 20_000, "n_items": 2_000, "seed": 12,
+                  "response": "bernoulli"},
+            description="crossed Bernoulli GLMM, Laplace: 1M rows, 20,000 x 2,000",
+            family="binomial",
+        ),
+        Problem(
+            "bernoulli_1m_fast",
+            simulate_crossed,
+            CROSSED_FORMULA,
+            reml=False,
+            args={"n_rows": 1_000_000, "n_subjects": 20_000, "n_items": 2_000, "seed": 12,
+                  "response": "bernoulli"},
+            description="the same, nAGQ = 0 (fast mode)",
+            family="binomial",
+            nagq=0,
         ),
         Problem(
             "movielens_1m",

@@ -86,10 +86,11 @@ def run_worker(args: list[str], env: dict[str, str]) -> dict:
 
 
 def run_lme4(csv_path: Path, problem: Problem, env: dict[str, str]) -> dict:
-    """One lmer() fit in a fresh Rscript, under /usr/bin/time -v when available."""
+    """One lmer() (or glmer()) fit in a fresh Rscript, under /usr/bin/time -v when available."""
     command = [
         "Rscript", str(R_SCRIPT), str(csv_path), problem.formula,
         "TRUE" if problem.reml else "FALSE", ",".join(problem.r_factors),
+        problem.family, str(problem.nagq),
     ]
     if GNU_TIME.exists():
         command = [str(GNU_TIME), "-v", *command]
@@ -152,7 +153,7 @@ def benchmark_problem(
     parquet_path = tmp / f"{problem.name}.parquet"
     data.write_parquet(parquet_path)
     spec = json.dumps({"data": str(parquet_path), "formula": problem.formula,
-                       "reml": problem.reml})
+                       "reml": problem.reml, "family": problem.family, "nagq": problem.nagq})
     threads = env.get("OPENBLAS_NUM_THREADS", "default")
     base = {"threads": threads, "problem": problem.name, "label": problem.label,
             "n_rows": data.height,

@@ -34,8 +34,13 @@ def minimize_bobyqa(
     xtol_abs: float = XTOL_ABS,
     ftol_abs: float = FTOL_ABS,
     max_evals: int = MAX_EVALS,
+    initial_step: np.ndarray | None = None,
 ) -> OptimResult:
-    """Minimise ``fun`` from ``x0`` subject to ``x >= lower`` with NLopt's BOBYQA."""
+    """Minimise ``fun`` from ``x0`` subject to ``x >= lower`` with NLopt's BOBYQA.
+
+    ``initial_step`` sets the first trust region per coordinate (NLopt's default
+    is about |x0|, too wide when x0 comes from a good first stage).
+    """
     n = len(x0)
     evals = [0]
     best = [np.inf, np.array(x0, dtype=float)]
@@ -57,6 +62,8 @@ def minimize_bobyqa(
     opt.set_xtol_rel(XTOL_REL)
     opt.set_ftol_abs(ftol_abs)
     opt.set_maxeval(max_evals)
+    if initial_step is not None:
+        opt.set_initial_step(np.asarray(initial_step, dtype=float))
     messages = []
     try:
         x = opt.optimize(np.asarray(x0, dtype=float))

@@ -41,6 +41,9 @@ SEPARATION_EPS = 10.0 * np.finfo(float).eps
 #: Hessians glmer reports to about 1e-4 (tests/reference/glmm_reference.json).
 HESSIAN_STEP = 1e-3
 
+#: First trust-region radius of the joint stage, relative to theta.
+STAGE2_STEP = 0.1
+
 #: Newton steps after BOBYQA (each costs one Hessian) and the relative drop in the
 #: deviance a step must bring to be kept.
 MAX_NEWTON_STEPS = 3
@@ -111,6 +114,7 @@ class GeneralizedLinearMixedModel(MixedModelBase):
         self._state: PirlsState | None = None
         self._warm: tuple[np.ndarray, np.ndarray] | None = None
         self._warm_theta = np.zeros(0)
+        self._last_state: PirlsState | None = None
         self._theta_hat = np.zeros(0)
         self._beta_hat = np.zeros(0)
         self._objective_value = float("nan")
@@ -150,12 +154,16 @@ class GeneralizedLinearMixedModel(MixedModelBase):
                 state = self.pirls.run(theta, beta, state.u, update_beta=False)
         else:
             warm_beta, warm_u = self._warm
+            last = self._last_state
+            if not update_beta and last is not None and np.array_equal(last.u, warm_u):
+                warm_u = self.pirls.follow_beta(last, beta)
             u0 = self.pirls.same_effects(warm_u, self._warm_theta, theta)
             state = self.pirls.run(
                 theta, warm_beta if update_beta else beta, u0, update_beta=update_beta
             )
         if not state.converged:
             self.pirls_failures += 1
+        self._last_state = state if not update_beta else None
         if np.isfinite(state.penalized_deviance):
             self._warm = (state.beta, state.u)
             self._warm_theta = np.array(theta, dtype=float)
@@ -239,7 +247,10 @@ class GeneralizedLinearMixedModel(MixedModelBase):
                     raise ValueError(f"start['beta'] must have {self.n_fixed} values")
                 params0 = np.concatenate([theta, beta0])
                 lower = np.concatenate([self.theta_lower, np.full(self.n_fixed, -np.inf)])
-                result = minimize_bobyqa(self.objective, params0, lower)
+                result = minimize_bobyqa(
+                    self.objective, params0, lower,
+                    initial_step=self._stage2_step(theta, state0),
+                )
                 params = np.concatenate(
                     [np.maximum(result.x[: self.n_theta], self.theta_lower),
                      result.x[self.n_theta :]]
@@ -255,7 +266,8 @@ class GeneralizedLinearMixedModel(MixedModelBase):
                 self.gradient, self.hessian = grad, hess
                 if check_convergence:
                     messages += convergence_messages(grad, hess, free)
-            self.n_evals = result.n_evals
+            # both optimisers' evaluations (stage 0 is the whole fit for nAGQ = 0)
+            self.n_evals = stage0.n_evals + (result.n_evals if self.n_agq > 0 else 0)
             self.optimizer_status = result.status
             self._theta_hat = params[: self.n_theta].copy()
             self._warm = None
@@ -293,6 +305,16 @@ class GeneralizedLinearMixedModel(MixedModelBase):
                 stacklevel=_stacklevel,
             )
         return self
+
+    def _stage2_step(self, theta: np.ndarray, state0: PirlsState) -> np.ndarray:
+        """First trust region of the joint stage, around the nAGQ = 0 estimates: a tenth
+        of each theta, and each fixed effect's standard error there ((R_X'R_X)^-1,
+        theta known). NLopt's default, about |x0|, is far too wide for so good a start
+        (on the 100k crossed Bernoulli benchmark: 48 evaluations against 34)."""
+        rx_inv = np.linalg.inv(state0.rx)
+        se = np.sqrt(np.einsum("ij,ij->i", rx_inv, rx_inv))
+        theta_step = STAGE2_STEP * np.maximum(np.abs(theta), 0.1)
+        return np.concatenate([theta_step, np.maximum(se, 1e-4)])
 
     def _newton_polish(
         self, params: np.ndarray, value: float, lower: np.ndarray, free: np.ndarray
@@ -351,6 +373,7 @@ class GeneralizedLinearMixedModel(MixedModelBase):
 
     def _refactor_at_optimum(self) -> LmmSolution:
         """Put the predictor back at the fit: working weights of the final modes, theta-hat."""
+        self._last_state = None  # the predictor no longer holds that run's factor
         rows = self.state.rows
         gram = self.builder.build(
             rows.working_response - self.response.offset, rows.working_weights
