@@ -275,3 +275,32 @@ def test_pirls_failure_is_reported_not_hidden(cbpp, monkeypatch):
         model = ib.glmm(CBPP_FORMULA, cbpp, family="binomial")
     assert not model.converged
     assert any("PIRLS did not converge" in str(w.message) for w in caught)
+
+
+# --------------------------------------------------------------- warm starts
+
+
+def test_warm_start_keeps_the_random_effects_when_theta_moves():
+    frame = _poisson_frame().with_columns(pl.col("g").str.slice(0, 2).alias("h"))
+    model = ib.GeneralizedLinearMixedModel(
+        "y ~ x + (1 + x | g) + (1 | h)", frame, family="poisson"
+    )
+    rng = np.random.default_rng(0)
+    u = rng.normal(size=model.layout.q)
+    old, new = np.array([0.5, 0.2, 0.4, 0.3]), np.array([0.7, -0.1, 0.2, 0.6])
+    moved = model.pirls.same_effects(u, old, new)
+    model.predictor.set_theta(old)
+    b_old = model.predictor.lambda_times(u)
+    model.predictor.set_theta(new)
+    np.testing.assert_allclose(model.predictor.lambda_times(moved), b_old, atol=1e-12)
+
+
+def test_first_order_warm_start_for_beta_is_closer_than_the_old_modes(cbpp):
+    model = ib.GeneralizedLinearMixedModel(CBPP_FORMULA, cbpp, family="binomial")
+    theta = np.array([0.6])
+    beta = np.array([-1.4, -1.0, -1.1, -1.6])
+    state = model.pirls.run(theta, beta, np.zeros(model.layout.q), update_beta=False)
+    moved_beta = beta + np.array([0.05, -0.03, 0.02, 0.04])
+    guess = model.pirls.follow_beta(state, moved_beta)
+    exact = model.pirls.run(theta, moved_beta, state.u, update_beta=False).u
+    assert np.abs(guess - exact).max() < 0.1 * np.abs(state.u - exact).max()
