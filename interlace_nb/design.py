@@ -50,7 +50,7 @@ class Design:
 _TEMPORAL = (pl.Date, pl.Datetime, pl.Duration, pl.Time)
 
 
-def _column_or_array(value: object, role: str) -> tuple[str | None, np.ndarray | None]:
+def column_or_array(value: object, role: str) -> tuple[str | None, np.ndarray | None]:
     """A weights/offset argument is a column name or an array as long as the data."""
     if value is None:
         return None, None
@@ -74,7 +74,7 @@ def _column_or_array(value: object, role: str) -> tuple[str | None, np.ndarray |
     return None, array
 
 
-def _independent_columns(x: np.ndarray) -> np.ndarray:
+def independent_columns(x: np.ndarray) -> np.ndarray:
     """Columns of X to keep, dropping later columns that earlier ones span (as R's qr)."""
     kept: list[int] = []
     basis = np.zeros((x.shape[0], 0))
@@ -92,9 +92,9 @@ def _independent_columns(x: np.ndarray) -> np.ndarray:
     return np.array(kept, dtype=np.int64)
 
 
-def _check_numeric_response(frame: pl.DataFrame, response: str) -> None:
-    if response in frame.columns:
-        dtype = frame.schema[response]
+def check_numeric_response(schema: pl.Schema, response: str) -> None:
+    if response in schema:
+        dtype = schema[response]
         if not (dtype.is_numeric() or dtype == pl.Boolean):
             raise DataError(
                 f"response {response!r} has type {dtype}; a linear mixed model needs a numeric "
@@ -102,12 +102,12 @@ def _check_numeric_response(frame: pl.DataFrame, response: str) -> None:
             )
 
 
-def _check_variable_types(frame: pl.DataFrame, columns: dict[str, str]) -> None:
+def check_variable_types(schema: pl.Schema, columns: dict[str, str]) -> None:
     """Dates and times are neither numbers nor factors to formulaic; say what to do."""
     for name, role in columns.items():
         if role.startswith("grouping"):
             continue
-        dtype = frame.schema[name]
+        dtype = schema[name]
         if isinstance(dtype, _TEMPORAL):
             raise DataError(
                 f"column {name!r} ({role}) has type {dtype}; convert it to a number (e.g. "
@@ -125,12 +125,12 @@ _FACTOR_IN_MESSAGE = re.compile(r"factor `(.+?)`")
 _CAUSE_IN_MESSAGE = re.compile(r"\[(\w+): (.*)\]\s*$", re.DOTALL)
 
 
-def _model_matrix(
+def formulaic_matrix(
     spec: str, frame: pd.DataFrame, role: str, schema: pl.Schema, response: str | None = None
 ) -> object:
     """formulaic's model_matrix, its failures turned into a DataError naming the term."""
     try:
-        # NaN/inf from a transform (np.log(0)) is reported by _check_finite, not as a warning.
+        # NaN/inf from a transform (np.log(0)) is reported by check_finite, not as a warning.
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             return model_matrix(spec, frame, output="numpy", na_action="ignore")
     except Exception as exc:  # formulaic wraps NumPy/pandas errors in several types
@@ -163,7 +163,7 @@ def _model_matrix(
         ) from exc
 
 
-def _check_factor_levels(matrix: object, role: str, n_dropped: int) -> None:
+def check_factor_levels(matrix: object, role: str, n_dropped: int) -> None:
     """R refuses contrasts on a factor with one level; formulaic silently drops it."""
     for factor, (kind, state) in matrix.model_spec.encoder_state.items():  # type: ignore[attr-defined]
         if getattr(kind, "value", kind) != "categorical":
@@ -178,15 +178,8 @@ def _check_factor_levels(matrix: object, role: str, n_dropped: int) -> None:
             )
 
 
-def build_design(
-    formula: str,
-    data: object,
-    *,
-    weights: object = None,
-    offset: object = None,
-    na_action: str = "omit",
-) -> Design:
-    """Parse, read the data once, and build y, X and the random terms."""
+def parse_mixed_formula(formula: str) -> ParsedFormula:
+    """Parse, and refuse a formula without random-effects terms."""
     parsed = parse_formula(formula)
     if not parsed.random_terms:
         raise FormulaError(
@@ -196,7 +189,13 @@ def build_design(
             formula,
             len(formula.rstrip()),
         )
-    available = column_names(data)
+    return parsed
+
+
+def model_columns(
+    parsed: ParsedFormula, available: list[str], weights_col: str | None, offset_col: str | None
+) -> dict[str, str]:
+    """The data columns the model reads -> their role, for projection and messages."""
     columns: dict[str, str] = {}
 
     def need(rhs: str, role: str) -> None:
@@ -209,12 +208,26 @@ def build_design(
         need(term.lhs, f"random-effects term {term.text}")
         for name in term.factors:
             columns.setdefault(name, f"grouping factor in {term.text}")
-    weights_col, weights_array = _column_or_array(weights, "weights")
-    offset_col, offset_array = _column_or_array(offset, "offset")
     if weights_col is not None:
         columns.setdefault(weights_col, "weights")
     if offset_col is not None:
         columns.setdefault(offset_col, "offset")
+    return columns
+
+
+def build_design(
+    formula: str,
+    data: object,
+    *,
+    weights: object = None,
+    offset: object = None,
+    na_action: str = "omit",
+) -> Design:
+    """Parse, read the data once, and build y, X and the random terms."""
+    parsed = parse_mixed_formula(formula)
+    weights_col, weights_array = column_or_array(weights, "weights")
+    offset_col, offset_array = column_or_array(offset, "offset")
+    columns = model_columns(parsed, column_names(data), weights_col, offset_col)
     extra = {}
     if weights_array is not None:
         extra[WEIGHTS_COLUMN] = weights_array
@@ -222,18 +235,18 @@ def build_design(
         extra[OFFSET_COLUMN] = offset_array
     model_frame = load_model_frame(data, columns, na_action=na_action, extra_columns=extra)
     frame = model_frame.frame
-    _check_numeric_response(frame, parsed.response)
-    _check_variable_types(frame, columns)
+    check_numeric_response(frame.schema, parsed.response)
+    check_variable_types(frame.schema, columns)
     pandas_frame = formulaic_frame(frame)
 
-    fixed = _model_matrix(
+    fixed = formulaic_matrix(
         f"{parsed.response} ~ {parsed.fixed_rhs}",
         pandas_frame,
         "fixed-effects",
         frame.schema,
         response=parsed.response,
     )
-    _check_factor_levels(fixed.rhs, "fixed-effects", model_frame.n_dropped)
+    check_factor_levels(fixed.rhs, "fixed-effects", model_frame.n_dropped)
     y_matrix = np.asarray(fixed.lhs, dtype=float)
     if y_matrix.ndim != 2 or y_matrix.shape[1] != 1:
         raise DataError(
@@ -243,9 +256,9 @@ def build_design(
     y = y_matrix[:, 0].copy()
     x_all = np.asarray(fixed.rhs, dtype=float)
     all_names = tuple(fixed.rhs.model_spec.column_names)
-    _check_finite(y[:, None], (parsed.response,), "response")
-    _check_finite(x_all, all_names, "fixed-effects term")
-    keep = _independent_columns(x_all)
+    check_finite(y[:, None], (parsed.response,), "response")
+    check_finite(x_all, all_names, "fixed-effects term")
+    keep = independent_columns(x_all)
     x = np.ascontiguousarray(x_all[:, keep])
     x_names = tuple(all_names[j] for j in keep)
     dropped = tuple(name for j, name in enumerate(all_names) if j not in set(keep.tolist()))
@@ -253,12 +266,12 @@ def build_design(
     n = len(y)
     terms = []
     for spec in parsed.random_terms:
-        z_matrix = _model_matrix(
+        z_matrix = formulaic_matrix(
             spec.lhs, pandas_frame, f"random-effects term {spec.text}", frame.schema
         )
-        _check_factor_levels(z_matrix, f"random-effects {spec.text}", model_frame.n_dropped)
+        check_factor_levels(z_matrix, f"random-effects {spec.text}", model_frame.n_dropped)
         z = np.ascontiguousarray(np.asarray(z_matrix, dtype=float))
-        _check_finite(z, tuple(z_matrix.model_spec.column_names), f"term in {spec.text}")
+        check_finite(z, tuple(z_matrix.model_spec.column_names), f"term in {spec.text}")
         if z.shape[1] == 0:
             raise DataError(f"random-effects term {spec.text} has no effects")
         codes, levels = level_codes(frame, spec.factors)
@@ -272,7 +285,7 @@ def build_design(
             z=z,
             model_spec=z_matrix.model_spec,
         )
-        _check_term(term, n)
+        check_term(term, n)
         terms.append(term)
 
     if weights_col is not None or weights_array is not None:
@@ -306,7 +319,7 @@ def build_design(
     )
 
 
-def _check_term(term: RandomTerm, n: int) -> None:
+def check_term(term: RandomTerm, n: int) -> None:
     """lme4's identifiability checks on a grouping factor (all errors by default)."""
     where = f"grouping factor {term.group!r} (in ({term.lhs} | {term.group}))"
     if term.n_levels < 2:
@@ -327,7 +340,7 @@ def _check_term(term: RandomTerm, n: int) -> None:
         )
 
 
-def _check_finite(matrix: np.ndarray, names: tuple[str, ...], role: str) -> None:
+def check_finite(matrix: np.ndarray, names: tuple[str, ...], role: str) -> None:
     """A transform such as np.log(0) must not slip NaN or inf into the fit."""
     bad = ~np.isfinite(matrix)
     if bad.any():

@@ -83,11 +83,25 @@ class GramSystem:
     sum_log_weights: float
 
 
+@dataclass(frozen=True)
+class PairBlocks:
+    """The nonzero blocks of Z'WZ between terms a <= b: one p_a x p_b block per level pair.
+
+    Pairs are sorted by level of a, then level of b.
+    """
+
+    a: int
+    b: int
+    level_a: np.ndarray
+    level_b: np.ndarray
+    blocks: np.ndarray
+
+
 def build_gram(
     terms: list[RandomTerm], layout: Layout, x: np.ndarray, y: np.ndarray, weights: np.ndarray
 ) -> GramSystem:
     """Build all Gram blocks; Z'WZ stored full-symmetric and block-complete."""
-    rows, cols, vals = [], [], []
+    pairs = []
     for a, term_a in enumerate(terms):
         for b in range(a, len(terms)):
             term_b = terms[b]
@@ -101,17 +115,44 @@ def build_gram(
                 )
             blocks = np.zeros((len(pair_a), term_a.size, term_b.size))
             gram.accumulate_pair_blocks(row_pair, term_a.z, term_b.z, weights, blocks)
-            ra = layout.term_col_offset[a] + pair_a[:, None] * term_a.size + np.arange(term_a.size)
-            cb = layout.term_col_offset[b] + pair_b[:, None] * term_b.size + np.arange(term_b.size)
-            r = np.broadcast_to(ra[:, :, None], blocks.shape).ravel()
-            c = np.broadcast_to(cb[:, None, :], blocks.shape).ravel()
-            rows.append(r)
-            cols.append(c)
-            vals.append(blocks.ravel())
-            if a != b:
-                rows.append(c)
-                cols.append(r)
-                vals.append(blocks.ravel())
+            pairs.append(PairBlocks(a, b, pair_a, pair_b, blocks))
+    xy = np.column_stack([x, y])
+    ztxy = np.zeros((layout.q, xy.shape[1]))
+    for k, term in enumerate(terms):
+        start = layout.term_col_offset[k]
+        stop = start + term.size * term.n_levels
+        gram.accumulate_z_cross(term.codes, term.z, weights, xy, ztxy[start:stop])
+    xyxy = gram.weighted_crossprod(xy, xy, weights)
+    return assemble_gram(
+        terms, layout, pairs, ztxy, xyxy, len(y), float(np.log(weights).sum())
+    )
+
+
+def assemble_gram(
+    terms: list[RandomTerm],
+    layout: Layout,
+    pairs: list[PairBlocks],
+    ztxy: np.ndarray,
+    xyxy: np.ndarray,
+    n: int,
+    sum_log_weights: float,
+) -> GramSystem:
+    """The GramSystem from Z'WZ's pair blocks, Z'W[X y] (q x p+1) and [X y]'W[X y]."""
+    rows, cols, vals = [], [], []
+    for pair in pairs:
+        a, b = pair.a, pair.b
+        size_a, size_b = terms[a].size, terms[b].size
+        ra = layout.term_col_offset[a] + pair.level_a[:, None] * size_a + np.arange(size_a)
+        cb = layout.term_col_offset[b] + pair.level_b[:, None] * size_b + np.arange(size_b)
+        r = np.broadcast_to(ra[:, :, None], pair.blocks.shape).ravel()
+        c = np.broadcast_to(cb[:, None, :], pair.blocks.shape).ravel()
+        rows.append(r)
+        cols.append(c)
+        vals.append(pair.blocks.ravel())
+        if a != b:
+            rows.append(c)
+            cols.append(r)
+            vals.append(pair.blocks.ravel())
     q = layout.q
     row_idx = np.concatenate(rows)
     col_idx = np.concatenate(cols)
@@ -120,14 +161,7 @@ def build_gram(
     ztz.sort_indices()
     if ztz.nnz != len(values):
         raise AssertionError("Z'Z assembly produced duplicate entries")
-    xy = np.column_stack([x, y])
-    ztxy = np.zeros((q, xy.shape[1]))
-    for k, term in enumerate(terms):
-        start = layout.term_col_offset[k]
-        stop = start + term.size * term.n_levels
-        gram.accumulate_z_cross(term.codes, term.z, weights, xy, ztxy[start:stop])
-    xyxy = gram.weighted_crossprod(xy, xy, weights)
-    p = x.shape[1]
+    p = xyxy.shape[0] - 1
     return GramSystem(
         ztz=ztz,
         ztx=np.ascontiguousarray(ztxy[:, :p]),
@@ -135,8 +169,8 @@ def build_gram(
         xtx=xyxy[:p, :p].copy(),
         xty=xyxy[:p, p].copy(),
         yty=float(xyxy[p, p]),
-        n=len(y),
-        sum_log_weights=float(np.log(weights).sum()),
+        n=n,
+        sum_log_weights=sum_log_weights,
     )
 
 
