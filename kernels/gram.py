@@ -102,3 +102,49 @@ def weighted_crossprod(a, b, weights):
             for c in range(m):
                 out[r, c] += wa * b[i, c]
     return out
+
+
+@kernel
+def merge_keyed_blocks(keys_a, blocks_a, keys_b, blocks_b):
+    """Union of two strictly increasing key lists; blocks of a key in both are summed.
+
+    ``blocks_*`` hold one row per key (n x m). Returns ``(keys, blocks)``,
+    sorted, in O(len(a) + len(b)).
+    """
+    n_a = keys_a.shape[0]
+    n_b = keys_b.shape[0]
+    m = blocks_a.shape[1]
+    i = 0
+    j = 0
+    n = 0
+    while i < n_a or j < n_b:
+        if j == n_b or (i < n_a and keys_a[i] < keys_b[j]):
+            i += 1
+        elif i == n_a or keys_b[j] < keys_a[i]:
+            j += 1
+        else:
+            i += 1
+            j += 1
+        n += 1
+    keys = np.empty(n, dtype=np.int64)
+    blocks = np.empty((n, m))
+    i = 0
+    j = 0
+    for k in range(n):
+        if j == n_b or (i < n_a and keys_a[i] < keys_b[j]):
+            keys[k] = keys_a[i]
+            for c in range(m):
+                blocks[k, c] = blocks_a[i, c]
+            i += 1
+        elif i == n_a or keys_b[j] < keys_a[i]:
+            keys[k] = keys_b[j]
+            for c in range(m):
+                blocks[k, c] = blocks_b[j, c]
+            j += 1
+        else:
+            keys[k] = keys_a[i]
+            for c in range(m):
+                blocks[k, c] = blocks_a[i, c] + blocks_b[j, c]
+            i += 1
+            j += 1
+    return keys, blocks

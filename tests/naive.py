@@ -176,6 +176,18 @@ def weighted_crossprod(a, b, weights):
     return a.T @ np.diag(weights) @ b
 
 
+def merge_keyed_blocks(keys_a, blocks_a, keys_b, blocks_b):
+    """Twin of gram.merge_keyed_blocks: a dict from key to summed block, read out sorted."""
+    total: dict[int, np.ndarray] = {}
+    for keys, blocks in ((keys_a, blocks_a), (keys_b, blocks_b)):
+        for key, block in zip(keys, blocks, strict=True):
+            total[int(key)] = total.get(int(key), 0.0) + np.asarray(block, dtype=float)
+    keys = np.array(sorted(total), dtype=np.int64)
+    width = blocks_a.shape[1]
+    blocks = np.array([total[k] for k in keys.tolist()]).reshape(len(keys), width)
+    return keys, blocks
+
+
 # ------------------------------------------------------------ lambda_ops.py
 
 

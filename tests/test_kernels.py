@@ -228,6 +228,31 @@ def test_gram_kernels_empty_rows() -> None:
     assert gram.weighted_crossprod(np.zeros((0, 2)), np.zeros((0, 3)), np.zeros(0)).shape == (2, 3)
 
 
+def test_merge_keyed_blocks_by_hand() -> None:
+    keys, blocks = gram.merge_keyed_blocks(
+        np.array([1, 4, 6]), np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]),
+        np.array([0, 4, 9]), np.array([[10.0, 20.0], [30.0, 40.0], [50.0, 60.0]]),
+    )
+    assert_array_equal(keys, [0, 1, 4, 6, 9])
+    assert_array_equal(blocks, [[10, 20], [1, 2], [33, 44], [5, 6], [50, 60]])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_merge_keyed_blocks_random(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    width = int(rng.integers(1, 5))
+    sides = []
+    for _ in range(2):
+        n = int(rng.integers(0, 30))
+        keys = np.unique(rng.integers(0, 40, size=n)).astype(np.int64)
+        sides += [keys, rng.normal(size=(len(keys), width))]
+    got = gram.merge_keyed_blocks(*sides)
+    want = naive.merge_keyed_blocks(*sides)
+    assert_array_equal(got[0], want[0])
+    assert_allclose(got[1], want[1], rtol=1e-15)
+    assert got[1].shape == (len(got[0]), width)
+
+
 # ------------------------------------------------ lambda_ops: hand-made cases
 
 
