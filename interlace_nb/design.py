@@ -36,6 +36,8 @@ class Design:
     model_frame: ModelFrame
     y: np.ndarray
     x: np.ndarray
+    x_all: np.ndarray
+    kept_columns: np.ndarray
     x_names: tuple[str, ...]
     dropped_x_names: tuple[str, ...]
     fixed_spec: object
@@ -44,6 +46,15 @@ class Design:
     offset: np.ndarray
     has_weights: bool
     has_offset: bool
+
+    @property
+    def n_dropped(self) -> int:
+        """Rows dropped for missing values."""
+        return self.model_frame.n_dropped
+
+    @property
+    def n_input_rows(self) -> int:
+        return self.model_frame.n_input_rows
 
 
 #: Column types formulaic can read neither as numbers nor as factors.
@@ -254,12 +265,12 @@ def build_design(
             "columns (a factor response?)"
         )
     y = y_matrix[:, 0].copy()
-    x_all = np.asarray(fixed.rhs, dtype=float)
+    x_all = np.ascontiguousarray(np.asarray(fixed.rhs, dtype=float))
     all_names = tuple(fixed.rhs.model_spec.column_names)
     check_finite(y[:, None], (parsed.response,), "response")
     check_finite(x_all, all_names, "fixed-effects term")
     keep = independent_columns(x_all)
-    x = np.ascontiguousarray(x_all[:, keep])
+    x = x_all if len(keep) == x_all.shape[1] else np.ascontiguousarray(x_all[:, keep])
     x_names = tuple(all_names[j] for j in keep)
     dropped = tuple(name for j, name in enumerate(all_names) if j not in set(keep.tolist()))
 
@@ -308,6 +319,8 @@ def build_design(
         model_frame=model_frame,
         y=y,
         x=x,
+        x_all=x_all,
+        kept_columns=keep,
         x_names=x_names,
         dropped_x_names=dropped,
         fixed_spec=fixed.rhs.model_spec,

@@ -169,8 +169,7 @@ def summary_text(model: LinearMixedModel) -> str:
                 left=0,
             )
         )
-    resid = model.resid * np.sqrt(model.design.weights) / model.sigma
-    quantiles = np.quantile(resid, [0.0, 0.25, 0.5, 0.75, 1.0])
+    quantiles = model._scaled_residual_quantiles
     lines += ["", "Scaled residuals:"]
     lines += _format_table(
         ["Min", "1Q", "Median", "3Q", "Max"], [[f"{v:.4f}" for v in quantiles]], left=0

@@ -148,3 +148,17 @@ def merge_keyed_blocks(keys_a, blocks_a, keys_b, blocks_b):
             i += 1
             j += 1
     return keys, blocks
+
+
+@kernel
+def accumulate_weighted_crossprod(a, b, weights, out):
+    """out += A'WB for dense row-major A (n x p) and B (n x m), rows summed in order."""
+    n = a.shape[0]
+    p = a.shape[1]
+    m = b.shape[1]
+    for i in range(n):
+        w = weights[i]
+        for r in range(p):
+            wa = w * a[i, r]
+            for c in range(m):
+                out[r, c] += wa * b[i, c]

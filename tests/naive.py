@@ -176,6 +176,11 @@ def weighted_crossprod(a, b, weights):
     return a.T @ np.diag(weights) @ b
 
 
+def accumulate_weighted_crossprod(a, b, weights, out_in):
+    """Twin of gram.accumulate_weighted_crossprod: out_in + A' W B."""
+    return np.array(out_in, dtype=float) + a.T @ np.diag(weights) @ b
+
+
 def merge_keyed_blocks(keys_a, blocks_a, keys_b, blocks_b):
     """Twin of gram.merge_keyed_blocks: a dict from key to summed block, read out sorted."""
     total: dict[int, np.ndarray] = {}

@@ -228,6 +228,21 @@ def test_gram_kernels_empty_rows() -> None:
     assert gram.weighted_crossprod(np.zeros((0, 2)), np.zeros((0, 3)), np.zeros(0)).shape == (2, 3)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_accumulate_weighted_crossprod_random(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(size=(30, 3)), rng.normal(size=(30, 2))
+    weights, start = rng.uniform(0.5, 2.0, size=30), rng.normal(size=(3, 2))
+    out = start.copy()
+    gram.accumulate_weighted_crossprod(a, b, weights, out)
+    assert_allclose(out, naive.accumulate_weighted_crossprod(a, b, weights, start), rtol=1e-12)
+    # two calls on a split of the rows give the same bits as one call on all rows
+    split = start.copy()
+    gram.accumulate_weighted_crossprod(a[:11], b[:11], weights[:11], split)
+    gram.accumulate_weighted_crossprod(a[11:], b[11:], weights[11:], split)
+    assert_array_equal(split, out)
+
+
 def test_merge_keyed_blocks_by_hand() -> None:
     keys, blocks = gram.merge_keyed_blocks(
         np.array([1, 4, 6]), np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]),
