@@ -110,18 +110,24 @@ class GramAccumulator:
                 codes[a], codes[b], self.terms[a].n_levels, n_b
             )
             batch_keys = pair_a * n_b + pair_b
-            where = np.searchsorted(keys, batch_keys)
-            found = where < len(keys)
-            found[found] = keys[where[found]] == batch_keys[found]
-            if not found.all():
-                new = batch_keys[~found]
-                keys, blocks = gram.merge_keyed_blocks(
-                    keys, blocks, new, np.zeros((len(new), blocks.shape[1]))
-                )
+            if len(keys) == 0:  # the first batch (the only one in memory): its pairs
+                keys, blocks = batch_keys, np.zeros((len(batch_keys), blocks.shape[1]))
                 self.crossed[(a, b)] = (keys, blocks)
+                row_global = row_pair
+            else:
                 where = np.searchsorted(keys, batch_keys)
+                found = where < len(keys)
+                found[found] = keys[where[found]] == batch_keys[found]
+                if not found.all():
+                    new = batch_keys[~found]
+                    keys, blocks = gram.merge_keyed_blocks(
+                        keys, blocks, new, np.zeros((len(new), blocks.shape[1]))
+                    )
+                    self.crossed[(a, b)] = (keys, blocks)
+                    where = np.searchsorted(keys, batch_keys)
+                row_global = where[row_pair]
             shaped = blocks.reshape(len(keys), self.terms[a].size, self.terms[b].size)
-            gram.accumulate_pair_blocks(where[row_pair], z[a], z[b], weights, shaped)
+            gram.accumulate_pair_blocks(row_global, z[a], z[b], weights, shaped)
         ones = np.ones(n)
         for k, term in enumerate(self.terms):
             start = self.layout.term_col_offset[k]
