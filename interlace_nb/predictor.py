@@ -138,29 +138,25 @@ def assemble_gram(
     sum_log_weights: float,
 ) -> GramSystem:
     """The GramSystem from Z'WZ's pair blocks, Z'W[X y] (q x p+1) and [X y]'W[X y]."""
-    rows, cols, vals = [], [], []
-    for pair in pairs:
-        a, b = pair.a, pair.b
-        size_a, size_b = terms[a].size, terms[b].size
-        ra = layout.term_col_offset[a] + pair.level_a[:, None] * size_a + np.arange(size_a)
-        cb = layout.term_col_offset[b] + pair.level_b[:, None] * size_b + np.arange(size_b)
-        r = np.broadcast_to(ra[:, :, None], pair.blocks.shape).ravel()
-        c = np.broadcast_to(cb[:, None, :], pair.blocks.shape).ravel()
-        rows.append(r)
-        cols.append(c)
-        vals.append(pair.blocks.ravel())
-        if a != b:
-            rows.append(c)
-            cols.append(r)
-            vals.append(pair.blocks.ravel())
+    counts = np.array([len(pair.level_a) for pair in pairs], dtype=np.int64)
+    widths = np.array([terms[pair.a].size * terms[pair.b].size for pair in pairs], dtype=np.int64)
+    pair_start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    value_start = np.concatenate([[0], np.cumsum(counts * widths)[:-1]]).astype(np.int64)
+    indptr, indices, data = gram.csc_from_pair_blocks(
+        np.array([pair.a for pair in pairs], dtype=np.int64),
+        np.array([pair.b for pair in pairs], dtype=np.int64),
+        pair_start,
+        value_start,
+        np.concatenate([pair.level_a for pair in pairs]).astype(np.int64),
+        np.concatenate([pair.level_b for pair in pairs]).astype(np.int64),
+        np.concatenate([pair.blocks.ravel() for pair in pairs]),
+        layout.term_col_offset,
+        layout.term_size,
+        np.array([t.n_levels for t in terms], dtype=np.int64),
+    )
     q = layout.q
-    row_idx = np.concatenate(rows)
-    col_idx = np.concatenate(cols)
-    values = np.concatenate(vals)
-    ztz = sp.csc_matrix((values, (row_idx, col_idx)), shape=(q, q))
-    ztz.sort_indices()
-    if ztz.nnz != len(values):
-        raise AssertionError("Z'Z assembly produced duplicate entries")
+    small = np.int32 if max(q, len(data)) < np.iinfo(np.int32).max else np.int64
+    ztz = sp.csc_matrix((data, indices.astype(small), indptr.astype(small)), shape=(q, q))
     p = xyxy.shape[0] - 1
     return GramSystem(
         ztz=ztz,

@@ -243,6 +243,43 @@ def test_accumulate_weighted_crossprod_random(seed: int) -> None:
     assert_array_equal(split, out)
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_csc_from_pair_blocks_random(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    sizes = np.array([2, 1, 3, 1], dtype=np.int64)
+    n_levels = np.array([7, 4, 7, 5], dtype=np.int64)  # terms 0 and 2 share a factor
+    lay = naive.layout(sizes.tolist(), n_levels.tolist())
+    blk_a, blk_b, la_all, lb_all, vals, counts = [], [], [], [], [], []
+    for a in range(4):
+        for b in range(a, 4):
+            if a == b or {a, b} == {0, 2}:  # one factor: a level meets only itself
+                la = lb = np.arange(n_levels[a])
+            else:
+                cells = rng.random((n_levels[a], n_levels[b])) < 0.5
+                la, lb = (np.asarray(v, dtype=np.int64) for v in np.nonzero(cells))
+            block = rng.normal(size=(len(la), sizes[a], sizes[b]))
+            if a == b:
+                block = block + block.transpose(0, 2, 1)  # symmetric diagonal blocks
+            blk_a.append(a)
+            blk_b.append(b)
+            la_all.append(la)
+            lb_all.append(lb)
+            vals.append(block.ravel())
+            counts.append(len(la) * sizes[a] * sizes[b])
+    pair_start = np.concatenate([[0], np.cumsum([len(v) for v in la_all])]).astype(np.int64)
+    value_start = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    args = (np.array(blk_a), np.array(blk_b), pair_start, value_start,
+            np.concatenate(la_all).astype(np.int64), np.concatenate(lb_all).astype(np.int64),
+            np.concatenate(vals), lay.term_col_offset, sizes, n_levels)
+    indptr, indices, data = gram.csc_from_pair_blocks(*args)
+    got = sp.csc_matrix((data, indices, indptr), shape=(lay.q, lay.q))
+    want = naive.csc_from_pair_blocks(*args)
+    assert_allclose(got.toarray(), want, rtol=0, atol=0)
+    assert_allclose(want, want.T, rtol=0, atol=0)
+    for col in range(lay.q):  # rows strictly increasing in each column: sorted, no duplicates
+        assert (np.diff(indices[indptr[col] : indptr[col + 1]]) > 0).all()
+
+
 def test_merge_keyed_blocks_by_hand() -> None:
     keys, blocks = gram.merge_keyed_blocks(
         np.array([1, 4, 6]), np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]),
