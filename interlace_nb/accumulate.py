@@ -17,12 +17,16 @@ mean.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .kernels import gram
 from .predictor import GramSystem, PairBlocks, assemble_gram, build_layout
 from .terms import RandomTerm
+
+if TYPE_CHECKING:
+    from .design import Design
 
 #: Rows (the first complete ones) the initial shift s0 is fitted on.
 SHIFT_ROWS = 10_000
@@ -199,3 +203,16 @@ class GramAccumulator:
             sums, counts = stats[:, 0], stats[:, 1]
             out.append(float((counts * (sums / counts - mean) ** 2).sum() / (n - 1)))
         return np.array(out)
+
+
+def accumulate_in_memory(design: Design) -> Accumulated:
+    """The accumulator a streamed fit feeds batch by batch, fed all rows of a Design at once."""
+    x = design.x_all
+    accumulator = GramAccumulator(
+        list(design.terms), x.shape[1], initial_shift(x, design.y - design.offset, design.weights)
+    )
+    accumulator.add(
+        tuple(t.codes for t in design.terms), tuple(t.z for t in design.terms), x, design.y,
+        design.weights, design.offset,
+    )
+    return accumulator.finish(design.kept_columns)

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import polars as pl
 from formulaic import Formula
 from formulaic.errors import FormulaicWarning
@@ -257,6 +258,34 @@ def _encode(spec: object, frame: object, role: str) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(matrix, dtype=float))
 
 
+def check_row_wise(spec: object, frame: pd.DataFrame, role: str) -> None:
+    """Refuse a term whose values depend on other rows (``x - np.mean(x)``, ``np.cumsum(x)``).
+
+    The prototype rows are encoded at once and in two halves; a row-wise
+    term gives the same values both ways, so any difference names the term.
+    """
+    half = len(frame) // 2
+    if half == 0:
+        return
+    whole = _encode(spec, frame, role)
+    parts = np.vstack([_encode(spec, frame.iloc[:half], role),
+                       _encode(spec, frame.iloc[half:], role)])
+    same = np.isclose(whole, parts, rtol=1e-12, atol=0.0, equal_nan=True).all(axis=0)
+    if same.all():
+        return
+    column = spec.column_names[int(np.flatnonzero(~same)[0])]  # type: ignore[attr-defined]
+    term = next(
+        str(part.term)
+        for part in spec.structure  # type: ignore[attr-defined]
+        if column in part.columns
+    )
+    raise FormulaError(
+        f"{role} term {term!r} depends on other rows (its value for a row changes when the "
+        "rows are encoded in batches), so it cannot be streamed. Compute the column in the "
+        "LazyFrame first (over all rows) or fit in memory (streaming=False)."
+    )
+
+
 def encode_batch(source: StreamSource, batch: pl.DataFrame) -> EncodedBatch:
     """One batch of complete rows as y, X (all columns), each term's z and level codes."""
     pandas_frame = formulaic_frame(batch.select(source.formula_columns), source.levels)
@@ -391,6 +420,8 @@ def build_streamed_design(
         response=parsed.response,
     )
     check_factor_levels(fixed.rhs, "fixed-effects", counts.n_incomplete)
+    check_row_wise(fixed.lhs.model_spec, proto, "response")
+    check_row_wise(fixed.rhs.model_spec, proto, "fixed-effects")
     if np.asarray(fixed.lhs).shape[1] != 1:
         raise DataError(
             f"response {parsed.response!r} must be one numeric column, got "
@@ -401,6 +432,7 @@ def build_streamed_design(
     for spec in parsed.random_terms:
         z_matrix = formulaic_matrix(spec.lhs, proto, f"random-effects term {spec.text}", schema)
         check_factor_levels(z_matrix, f"random-effects {spec.text}", counts.n_incomplete)
+        check_row_wise(z_matrix.model_spec, proto, f"random-effects term {spec.text}")
         width = np.asarray(z_matrix).shape[1]
         if width == 0:
             raise DataError(f"random-effects term {spec.text} has no effects")

@@ -13,7 +13,7 @@ import pandas as pd
 import polars as pl
 
 from .. import results
-from ..accumulate import GramAccumulator, initial_shift
+from ..accumulate import accumulate_in_memory
 from ..design import Design, build_design
 from ..fitting.lmm import LmmSolution, profiled_criterion, solve_at
 from ..fitting.optimize import (
@@ -42,8 +42,9 @@ class LinearMixedModel:
     """A linear mixed model in lme4's formulation (profiled REML or ML).
 
     Build it with :func:`interlace_nb.lmm`; the constructor reads the data and
-    builds the theta-free Gram blocks, ``fit()`` optimises the profiled
-    criterion over theta.
+    builds the theta-free Gram blocks (``streaming=True``: from a LazyFrame in
+    batches of ``batch_size`` rows, keeping no rows), ``fit()`` optimises the
+    profiled criterion over theta.
     """
 
     def __init__(
@@ -79,16 +80,7 @@ class LinearMixedModel:
                 formula, data, weights=weights, offset=offset, na_action=na_action
             )
             d = self.design
-            # the same accumulator a streamed fit feeds batch by batch, fed all rows at once
-            target = d.y - d.offset
-            accumulator = GramAccumulator(
-                list(d.terms), d.x_all.shape[1], initial_shift(d.x_all, target, d.weights)
-            )
-            accumulator.add(
-                tuple(t.codes for t in d.terms), tuple(t.z for t in d.terms), d.x_all, d.y,
-                d.weights, d.offset,
-            )
-            accumulated = accumulator.finish(d.kept_columns)
+            accumulated = accumulate_in_memory(d)
         self.terms = list(d.terms)
         self.layout = build_layout(self.terms)
         # The Gram blocks are for y minus its weighted least-squares fit: beta shifts by
