@@ -366,3 +366,22 @@ def test_failing_scan_is_wrapped(tmp_path) -> None:
     lazy = pl.scan_csv(path, schema_overrides={"x": pl.Float64})
     with pytest.raises(ib.DataError, match="reading columns"):
         ib.lmm("y ~ x + (1 | g)", lazy, streaming=True)
+
+
+def test_command_line_streaming(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    from interlace_nb.cli import main
+
+    path = tmp_path / "reading.parquet"
+    load_reading_times().write_parquet(path)
+    formula = "np.log(rt) ~ condition + (1 | subject) + (1 | item)"
+    assert main(["fit", str(path), formula, "--streaming", "--batch-size", "300"]) == 0
+    streamed = capsys.readouterr().out
+    assert main(["fit", str(path), formula]) == 0
+    memory = capsys.readouterr().out
+
+    def without_timing(text: str) -> str:  # fit_stats() shows fit_seconds
+        before, after = text.split("fit_stats():")
+        return before + after.split("ranef()")[1]
+
+    assert "REML criterion" in streamed
+    assert without_timing(streamed) == without_timing(memory)
