@@ -38,6 +38,7 @@ from .accumulate import SHIFT_ROWS, Accumulated, GramAccumulator, initial_shift
 from .data import (
     ROW_INDEX,
     DataError,
+    RowCounts,
     as_lazy,
     check_column_types,
     check_columns_present,
@@ -331,6 +332,72 @@ def encoded_batches(source: StreamSource) -> Iterator[EncodedBatch]:
         raise query_error(exc, source.query.collect_schema().names()) from exc
 
 
+@dataclass(frozen=True)
+class _FirstPass:
+    """What pass 1 reads: counts, the first rows, levels, and each grouping factor's table."""
+
+    counts: RowCounts
+    complete: pl.Expr
+    head: pl.DataFrame
+    formula_columns: tuple[str, ...]
+    distinct: dict[str, pl.Series]
+    levels: dict[str, list[str]]
+    tables: dict[tuple[str, ...], tuple[pl.DataFrame, list[str]]]
+
+
+def _first_pass(
+    lazy: pl.LazyFrame,
+    schema: pl.Schema,
+    columns: dict[str, str],
+    parsed: ParsedFormula,
+    weights_col: str | None,
+    na_action: str,
+) -> _FirstPass:
+    """Pass 1: row and NA counts (checked), then the levels and the first complete rows."""
+    checked = list(columns)
+    count_exprs = row_count_exprs(schema, checked)
+    complete = ~missing_mask(schema, checked)
+    if weights_col is not None:
+        count_exprs.append(((pl.col(weights_col) <= 0) & complete).sum().alias("__nonpositive"))
+    (count_frame,) = _collect([lazy.select(count_exprs)], columns)
+    count_row = count_frame.row(0, named=True)
+    counts = row_counts_from(count_row, schema, checked)
+    check_row_counts(counts, columns, na_action)
+    if weights_col is not None and count_row["__nonpositive"]:
+        raise DataError(
+            f"weights column {weights_col!r} must be positive; found "
+            f"{count_row['__nonpositive']} zero or negative values (drop those rows or fix "
+            "the weights)"
+        )
+    good = lazy.filter(complete)
+    formula_columns = tuple(
+        c for c, role in columns.items()
+        if not role.startswith("grouping factor") and role not in ("weights", "offset")
+    )
+    inside_c = _columns_inside_c(parsed, list(formula_columns))
+    categorical = [
+        c for c in formula_columns
+        if isinstance(schema[c], (pl.String, pl.Categorical, pl.Enum)) or c in inside_c
+    ]
+    factor_sets = list(dict.fromkeys(t.factors for t in parsed.random_terms))
+    queries = [lazy.with_row_index(ROW_INDEX).filter(complete).head(SHIFT_ROWS)]
+    queries += [good.select(pl.col(c).unique()) for c in categorical]
+    queries += [good.select(list(f)).unique() for f in factor_sets]
+    head, *found = _collect(queries, columns)
+    distinct = {c: found[k].get_column(c).sort() for k, c in enumerate(categorical)}
+    levels = {
+        c: values.cast(pl.String).to_list()
+        for c, values in distinct.items()
+        if isinstance(schema[c], (pl.Categorical, pl.Enum))
+    }
+    tables = {}
+    for k, factors in enumerate(factor_sets):
+        table = found[len(categorical) + k]
+        codes, labels = level_codes(table, factors)  # the in-memory order
+        tables[factors] = (table.with_columns(pl.Series(_CODE, codes)), labels)
+    return _FirstPass(counts, complete, head, formula_columns, distinct, levels, tables)
+
+
 # ---------------------------------------------------------------- the build
 def build_streamed_design(
     formula: str,
@@ -367,53 +434,14 @@ def build_streamed_design(
     check_numeric_response(schema, parsed.response)
     check_variable_types(schema, columns)
 
-    # pass 1: counts, then levels and a prototype of complete rows
-    checked = list(columns)
-    count_exprs = row_count_exprs(schema, checked)
-    complete = ~missing_mask(schema, checked)
-    if weights_col is not None:
-        count_exprs.append(((pl.col(weights_col) <= 0) & complete).sum().alias("__nonpositive"))
-    (count_frame,) = _collect([lazy.select(count_exprs)], columns)
-    count_row = count_frame.row(0, named=True)
-    counts = row_counts_from(count_row, schema, checked)
-    check_row_counts(counts, columns, na_action)
-    if weights_col is not None and count_row["__nonpositive"]:
-        raise DataError(
-            f"weights column {weights_col!r} must be positive; found "
-            f"{count_row['__nonpositive']} zero or negative values (drop those rows or fix "
-            "the weights)"
-        )
+    first = _first_pass(lazy, schema, columns, parsed, weights_col, na_action)
+    counts = first.counts
     n = counts.n_input - counts.n_incomplete
-    good = lazy.filter(complete)
-    formula_columns = tuple(
-        c for c, role in columns.items()
-        if not role.startswith("grouping factor") and role not in ("weights", "offset")
-    )
-    categorical = [
-        c for c in formula_columns
-        if isinstance(schema[c], (pl.String, pl.Categorical, pl.Enum))
-        or c in _columns_inside_c(parsed, list(formula_columns))
-    ]
-    factor_sets = list(dict.fromkeys(t.factors for t in parsed.random_terms))
-    queries = [lazy.with_row_index(ROW_INDEX).filter(complete).head(SHIFT_ROWS)]
-    queries += [good.select(pl.col(c).unique()) for c in categorical]
-    queries += [good.select(list(f)).unique() for f in factor_sets]
-    head, *found = _collect(queries, columns)
-    distinct = {c: found[k].get_column(c).sort() for k, c in enumerate(categorical)}
-    levels = {
-        c: values.cast(pl.String).to_list()
-        for c, values in distinct.items()
-        if isinstance(schema[c], (pl.Categorical, pl.Enum))
-    }
-    tables = {}
-    for k, factors in enumerate(factor_sets):
-        table = found[len(categorical) + k]
-        codes, labels = level_codes(table, factors)  # the in-memory order
-        tables[factors] = (table.with_columns(pl.Series(_CODE, codes)), labels)
 
     # formulaic's specs, fixed once from every level
     proto = formulaic_frame(
-        _prototype(head.head(PROTOTYPE_ROWS), distinct, formula_columns), levels
+        _prototype(first.head.head(PROTOTYPE_ROWS), first.distinct, first.formula_columns),
+        first.levels,
     )
     fixed = formulaic_matrix(
         f"{parsed.response} ~ {parsed.fixed_rhs}", proto, "fixed-effects", schema,
@@ -442,7 +470,7 @@ def build_streamed_design(
             lhs=spec.lhs,
             column_names=tuple(z_matrix.model_spec.column_names),
             codes=np.zeros(0, dtype=np.int64),
-            levels=tuple(tables[spec.factors][1]),
+            levels=tuple(first.tables[spec.factors][1]),
             z=np.zeros((0, width)),
             model_spec=z_matrix.model_spec,
         )
@@ -452,20 +480,22 @@ def build_streamed_design(
     ordered = lme4_term_order(terms)
     roles = tuple(f"random-effects term {texts[id(t)]}" for t in ordered)
     source = StreamSource(
-        query=lazy.with_row_index(ROW_INDEX).filter(complete),
+        query=lazy.with_row_index(ROW_INDEX).filter(first.complete),
         batch_size=int(batch_size),
-        formula_columns=formula_columns,
-        levels=levels,
+        formula_columns=first.formula_columns,
+        levels=first.levels,
         response_spec=fixed.lhs.model_spec,
         fixed_spec=fixed.rhs.model_spec,
         term_specs=tuple(t.model_spec for t in ordered),
         term_roles=roles,
-        level_tables=tuple(tables[t.factors][0] for t in ordered),
+        level_tables=tuple(first.tables[t.factors][0] for t in ordered),
         weights_column=weights_col,
         offset_column=offset_col,
     )
     all_names = tuple(fixed.rhs.model_spec.column_names)
-    accumulated, keep, n_read = _accumulate(source, ordered, all_names, head, parsed.response)
+    accumulated, keep, n_read = _accumulate(
+        source, ordered, all_names, first.head, parsed.response
+    )
     if n_read != n:
         raise DataError(
             f"the second pass read {n_read} complete rows, the first {n}; was the data changed "
@@ -474,7 +504,9 @@ def build_streamed_design(
     return StreamedDesign(
         parsed=parsed,
         x_names=tuple(all_names[j] for j in keep),
-        dropped_x_names=tuple(n for j, n in enumerate(all_names) if j not in set(keep.tolist())),
+        dropped_x_names=tuple(
+            name for j, name in enumerate(all_names) if j not in set(keep.tolist())
+        ),
         fixed_spec=fixed.rhs.model_spec,
         terms=tuple(ordered),
         has_weights=weights is not None,
