@@ -7,9 +7,10 @@ the rows are cut into batches: both paths give bit-identical Gram blocks,
 starting values and therefore fits.
 
 The response is shifted before anything is summed: Gram blocks are built for
-y0 = y - offset - X s0, with s0 the least-squares fit on the first
-``SHIFT_ROWS`` rows (known before the first batch in both paths), and then
-moved exactly to the least-squares residual on all rows. Subtracting the fit
+y0 = y - offset - X s0, with s0 the least-squares fit on every k-th complete
+row (about ``SHIFT_ROWS`` rows spread over the data, read before the first
+batch in both paths), and then moved exactly to the least-squares residual
+on all rows. Subtracting the fit
 keeps the digits of the penalised residual sum of squares when y has a large
 mean.
 """
@@ -28,7 +29,7 @@ from .terms import RandomTerm
 if TYPE_CHECKING:
     from .design import Design
 
-#: Rows (the first complete ones) the initial shift s0 is fitted on.
+#: About this many complete rows, evenly spaced, give the initial shift s0.
 SHIFT_ROWS = 10_000
 
 
@@ -46,13 +47,17 @@ class Accumulated:
     response_variance: float
 
 
+def sample_step(n: int) -> int:
+    """k such that rows 0, k, 2k, ... of n rows are about SHIFT_ROWS rows."""
+    return max(1, -(-n // SHIFT_ROWS))
+
+
 def initial_shift(x: np.ndarray, target: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """s0: weighted least squares of ``target`` (y - offset) on X over the first rows."""
-    rows = slice(0, SHIFT_ROWS)
+    """s0: weighted least squares of ``target`` (y - offset) on X, over the sampled rows."""
     if x.shape[1] == 0 or len(target) == 0:
         return np.zeros(x.shape[1])
-    root_w = np.sqrt(weights[rows])
-    coef, *_ = np.linalg.lstsq(x[rows] * root_w[:, None], target[rows] * root_w, rcond=None)
+    root_w = np.sqrt(weights)
+    coef, *_ = np.linalg.lstsq(x * root_w[:, None], target * root_w, rcond=None)
     return coef
 
 
@@ -208,9 +213,9 @@ class GramAccumulator:
 def accumulate_in_memory(design: Design) -> Accumulated:
     """The accumulator a streamed fit feeds batch by batch, fed all rows of a Design at once."""
     x = design.x_all
-    accumulator = GramAccumulator(
-        list(design.terms), x.shape[1], initial_shift(x, design.y - design.offset, design.weights)
-    )
+    rows = slice(None, None, sample_step(len(design.y)))
+    shift0 = initial_shift(x[rows], (design.y - design.offset)[rows], design.weights[rows])
+    accumulator = GramAccumulator(list(design.terms), x.shape[1], shift0)
     accumulator.add(
         tuple(t.codes for t in design.terms), tuple(t.z for t in design.terms), x, design.y,
         design.weights, design.offset,

@@ -34,7 +34,7 @@ from formulaic.errors import FormulaicWarning
 from formulaic.parser.types import Factor
 from formulaic.transforms import TRANSFORMS
 
-from .accumulate import SHIFT_ROWS, Accumulated, GramAccumulator, initial_shift
+from .accumulate import Accumulated, GramAccumulator, initial_shift, sample_step
 from .data import (
     ROW_INDEX,
     DataError,
@@ -334,11 +334,15 @@ def encoded_batches(source: StreamSource) -> Iterator[EncodedBatch]:
 
 @dataclass(frozen=True)
 class _FirstPass:
-    """What pass 1 reads: counts, the first rows, levels, and each grouping factor's table."""
+    """What pass 1 reads: counts, sampled rows, levels, and each grouping factor's table.
+
+    ``sample`` holds complete rows 0, k, 2k, ... (``sample_step``): the initial
+    shift is fitted on them, and formulaic's specs are built on the first ones.
+    """
 
     counts: RowCounts
     complete: pl.Expr
-    head: pl.DataFrame
+    sample: pl.DataFrame
     formula_columns: tuple[str, ...]
     distinct: dict[str, pl.Series]
     levels: dict[str, list[str]]
@@ -380,10 +384,12 @@ def _first_pass(
         if isinstance(schema[c], (pl.String, pl.Categorical, pl.Enum)) or c in inside_c
     ]
     factor_sets = list(dict.fromkeys(t.factors for t in parsed.random_terms))
-    queries = [lazy.with_row_index(ROW_INDEX).filter(complete).head(SHIFT_ROWS)]
+    step = sample_step(counts.n_input - counts.n_incomplete)
+    sampled = good.with_row_index(ROW_INDEX).filter(pl.col(ROW_INDEX) % step == 0)
+    queries = [sampled.drop(ROW_INDEX)]
     queries += [good.select(pl.col(c).unique()) for c in categorical]
     queries += [good.select(list(f)).unique() for f in factor_sets]
-    head, *found = _collect(queries, columns)
+    sample, *found = _collect(queries, columns)
     distinct = {c: found[k].get_column(c).sort() for k, c in enumerate(categorical)}
     levels = {
         c: values.cast(pl.String).to_list()
@@ -395,7 +401,7 @@ def _first_pass(
         table = found[len(categorical) + k]
         codes, labels = level_codes(table, factors)  # the in-memory order
         tables[factors] = (table.with_columns(pl.Series(_CODE, codes)), labels)
-    return _FirstPass(counts, complete, head, formula_columns, distinct, levels, tables)
+    return _FirstPass(counts, complete, sample, formula_columns, distinct, levels, tables)
 
 
 # ---------------------------------------------------------------- the build
@@ -440,7 +446,7 @@ def build_streamed_design(
 
     # formulaic's specs, fixed once from every level
     proto = formulaic_frame(
-        _prototype(first.head.head(PROTOTYPE_ROWS), first.distinct, first.formula_columns),
+        _prototype(first.sample.head(PROTOTYPE_ROWS), first.distinct, first.formula_columns),
         first.levels,
     )
     fixed = formulaic_matrix(
@@ -494,7 +500,7 @@ def build_streamed_design(
     )
     all_names = tuple(fixed.rhs.model_spec.column_names)
     accumulated, keep, n_read = _accumulate(
-        source, ordered, all_names, first.head, parsed.response
+        source, ordered, all_names, first.sample, parsed.response
     )
     if n_read != n:
         raise DataError(
@@ -523,7 +529,7 @@ def _accumulate(
     source: StreamSource,
     terms: list[RandomTerm],
     x_names: tuple[str, ...],
-    head: pl.DataFrame,
+    sample: pl.DataFrame,
     response: str,
 ) -> tuple[Accumulated, np.ndarray, int]:
     """Pass 2: every batch into the GramAccumulator; returns it finished, the kept columns, n.
@@ -533,9 +539,9 @@ def _accumulate(
     X to keep come from R of a streamed QR of X (same inner products as X).
     """
     p = len(x_names)
-    first = encode_batch(source, head) if head.height else None
+    first = encode_batch(source, sample.with_columns(pl.lit(0).alias(ROW_INDEX)))
     shift0 = np.zeros(p)
-    if first is not None and np.isfinite(first.x).all() and np.isfinite(first.y).all():
+    if np.isfinite(first.x).all() and np.isfinite(first.y).all():
         shift0 = initial_shift(first.x, first.y - first.offset, first.weights)
     accumulator = GramAccumulator(terms, p, shift0)
     r_x = np.zeros((p, p))

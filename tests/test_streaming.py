@@ -385,3 +385,22 @@ def test_command_line_streaming(tmp_path, capsys: pytest.CaptureFixture[str]) ->
 
     assert "REML criterion" in streamed
     assert without_timing(streamed) == without_timing(memory)
+
+
+def test_shift_keeps_digits_when_rows_are_sorted_by_a_large_effect() -> None:
+    # y has a large mean and a huge condition effect, and the rows are sorted by condition:
+    # the initial shift must come from rows spread over the data, not the first ones.
+    rng = np.random.default_rng(11)
+    n = 30_000
+    cond = np.repeat([0.0, 1.0, 2.0], n // 3)
+    g = rng.integers(0, 40, n)
+    y = 1e6 + 1e5 * cond + rng.normal(size=40)[g] + rng.normal(size=n)
+    data = pl.DataFrame({"y": y, "cond": cond, "g": g})
+    shuffled = data[rng.permutation(n)]
+    formula = "y ~ cond + (1 | g)"
+    sorted_fit = ib.LinearMixedModel(formula, data, streaming=True, batch_size=4096)
+    shuffled_fit = ib.LinearMixedModel(formula, shuffled)
+    for theta in ([0.5], [1.0], [2.0]):
+        assert sorted_fit.objective(np.array(theta)) == pytest.approx(
+            shuffled_fit.objective(np.array(theta)), rel=1e-11
+        )
