@@ -20,6 +20,8 @@ def lmm(
     start: object = None,
     check_convergence: bool = True,
     factorization: str = "auto",
+    streaming: bool = False,
+    batch_size: int | None = None,
 ) -> LinearMixedModel:
     """Fit a linear mixed model written in lme4's syntax; returns the fitted model.
 
@@ -29,10 +31,18 @@ def lmm(
     ``"fail"`` raises instead. ``factorization`` picks the engine: "blocked"
     (first term block diagonal, dense Schur block for the rest; the default
     when that block is small), "cholmod" (general sparse), or "auto".
+
+    ``streaming=True`` reads a LazyFrame (e.g. ``pl.scan_parquet(path)``) in
+    batches of ``batch_size`` rows (default 250,000) with Polars' streaming
+    engine, so the rows are never all in memory: one pass for the levels,
+    one for the Gram blocks. The fit is the same; ``resid``,
+    ``fittedvalues`` and ``fitted_batches()`` read the data again. Weights
+    and offset must then be column names, and transforms that need all rows
+    (``scale()``, ``center()``, ``poly()``, splines) are refused.
     """
     model = LinearMixedModel(
         formula, data, reml=reml, weights=weights, offset=offset, na_action=na_action,
-        factorization=factorization,
+        factorization=factorization, streaming=streaming, batch_size=batch_size,
     )
     return model.fit(start=start, check_convergence=check_convergence, _stacklevel=3)
 

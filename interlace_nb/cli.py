@@ -67,6 +67,8 @@ def _fit(args: argparse.Namespace) -> int:
         offset=args.offset,
         na_action=args.na_action,
         factorization=args.factorization,
+        streaming=args.streaming,
+        batch_size=args.batch_size,
     )
     _report(model, args.ranef_rows)
     if args.out_dir:
@@ -96,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--offset", help="column of offsets")
     fit.add_argument("--na-action", choices=["omit", "fail"], default="omit")
     fit.add_argument("--factorization", choices=["auto", "blocked", "cholmod"], default="auto")
+    fit.add_argument(
+        "--streaming", action="store_true",
+        help="read the file in row batches (data larger than memory)",
+    )
+    fit.add_argument("--batch-size", type=int, help="rows per batch with --streaming")
     fit.add_argument("--ranef-rows", type=int, default=10)
     fit.add_argument("--out-dir", help="also write the tidy frames as CSV here")
     fit.set_defaults(run=_fit)

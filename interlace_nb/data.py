@@ -200,31 +200,38 @@ def missing_column_error(name: str, available: Iterable[str], role: str) -> Data
     return DataError(f"column {name!r} ({role}) is not in the data.{hint} Columns: {shown}")
 
 
-def formulaic_frame(frame: pl.DataFrame) -> pd.DataFrame:
+def formulaic_frame(
+    frame: pl.DataFrame, levels: dict[str, list[str]] | None = None
+) -> pd.DataFrame:
     """The model frame as pandas for formulaic, with factor levels as this package orders them.
 
     An Enum's or Categorical's levels are those present in the rows, in
     Polars' order (an Enum's declared order), so the first present level is
     the reference level, as R's model.frame(drop.unused.levels = TRUE)
-    gives lme4. Decimals become floats (formulaic would take them as factors).
+    gives lme4. ``levels`` overrides them per column (a batch of a streamed
+    fit takes the levels of all its rows). Decimals become floats
+    (formulaic would take them as factors).
     """
     out = frame.to_pandas()
     for name, dtype in frame.schema.items():
         column = frame.get_column(name)
         if isinstance(dtype, (pl.Enum, pl.Categorical)):
-            levels = column.drop_nulls().unique().sort().cast(pl.String).to_list()
-            out[name] = pd.Categorical(column.cast(pl.String).to_list(), categories=levels)
+            if levels is not None and name in levels:
+                present = levels[name]
+            else:
+                present = column.drop_nulls().unique().sort().cast(pl.String).to_list()
+            out[name] = pd.Categorical(column.cast(pl.String).to_list(), categories=present)
         elif isinstance(dtype, pl.Decimal):
             out[name] = column.cast(pl.Float64).to_numpy()
     return out
 
 
-def _missing_mask(frame: pl.DataFrame, columns: list[str]) -> pl.Expr:
+def missing_mask(schema: pl.Schema, columns: list[str]) -> pl.Expr:
     """True for rows where any of ``columns`` is null (or NaN, as R's NA)."""
     parts = []
     for name in columns:
         expr = pl.col(name).is_null()
-        if frame.schema[name].is_float():
+        if schema[name].is_float():
             expr = expr | pl.col(name).is_nan()
         parts.append(expr)
     return pl.any_horizontal(parts) if parts else pl.lit(False)
@@ -233,6 +240,108 @@ def _missing_mask(frame: pl.DataFrame, columns: list[str]) -> pl.Expr:
 def _unsupported_dtype(dtype: pl.DataType) -> bool:
     """Nested, object and binary columns cannot be model variables or factors."""
     return isinstance(dtype, (pl.List, pl.Array, pl.Struct, pl.Object, pl.Binary))
+
+
+def check_na_action(na_action: str) -> None:
+    if na_action not in ("omit", "fail"):
+        raise ValueError(
+            f"na_action must be 'omit' (drop incomplete rows, lme4's default) or 'fail' "
+            f"(raise on missing values), got {na_action!r}"
+        )
+
+
+def describe_column(name: str, roles: dict[str, str]) -> str:
+    """How a column is named in messages: its role, or 'weights'/'offset' for arrays."""
+    shown = _DISPLAY_NAMES.get(name, name)
+    return shown if shown != name else f"column {name!r} ({roles[name]})"
+
+
+def check_column_types(schema: pl.Schema, roles: dict[str, str]) -> None:
+    """Refuse nested, object and binary columns, naming the column."""
+    for name in roles:
+        dtype = schema[name]
+        if _unsupported_dtype(dtype):
+            raise DataError(
+                f"{describe_column(name, roles)} has type {dtype}, which cannot be used in a "
+                "model; use a numeric or string column"
+            )
+
+
+@dataclass(frozen=True)
+class RowCounts:
+    """Counts the NA policy and the checks need, however the rows were read.
+
+    ``missing`` is per column, ``infinite`` per column among complete rows.
+    """
+
+    n_input: int
+    missing: dict[str, int]
+    n_incomplete: int
+    infinite: dict[str, int]
+
+
+def check_row_counts(counts: RowCounts, roles: dict[str, str], na_action: str) -> None:
+    """Errors for empty data, all-missing columns, NA under 'fail', and infinite values."""
+    n_input = counts.n_input
+    if n_input == 0:
+        raise DataError("the data has no rows")
+    for name, nulls in counts.missing.items():
+        if nulls == n_input:
+            raise DataError(
+                f"{describe_column(name, roles)} is entirely missing (null or NaN in all "
+                f"{n_input} rows); check the column or drop it from the formula"
+            )
+    n_missing = counts.n_incomplete
+    if n_missing and na_action == "fail":
+        listed = ", ".join(
+            f"{_DISPLAY_NAMES.get(k, repr(k))} ({v})" for k, v in counts.missing.items() if v
+        )
+        raise DataError(
+            f"{n_missing} rows have missing values (na_action='fail'); missing in {listed}. "
+            "Use na_action='omit' to drop incomplete rows, as lme4 does by default."
+        )
+    if n_missing == n_input:
+        raise DataError(
+            f"no rows left after dropping the {n_missing} rows with missing values in "
+            + ", ".join(_DISPLAY_NAMES.get(c, repr(c)) for c in counts.missing)
+            + "; no row has all of these columns observed"
+        )
+    for name, n_inf in counts.infinite.items():
+        if n_inf:
+            raise DataError(
+                f"{describe_column(name, roles)} has infinite values in {n_inf} row(s); "
+                "remove or replace them before fitting"
+            )
+
+
+def row_count_exprs(schema: pl.Schema, columns: list[str]) -> list[pl.Expr]:
+    """Aggregations giving a RowCounts in one query (see :func:`row_counts_from`)."""
+    complete = ~missing_mask(schema, columns)
+    exprs = [pl.len().alias("__n")]
+    exprs += [missing_mask(schema, [c]).sum().alias(f"__missing_{c}") for c in columns]
+    exprs.append((~complete).sum().alias("__incomplete"))
+    exprs += [
+        (pl.col(c).is_infinite() & complete).sum().alias(f"__inf_{c}")
+        for c in columns
+        if schema[c].is_float()
+    ]
+    return exprs
+
+
+def row_counts_from(row: dict[str, int], schema: pl.Schema, columns: list[str]) -> RowCounts:
+    """The RowCounts from one row of :func:`row_count_exprs` results."""
+    return RowCounts(
+        n_input=int(row["__n"]),
+        missing={c: int(row[f"__missing_{c}"]) for c in columns},
+        n_incomplete=int(row["__incomplete"]),
+        infinite={c: int(row[f"__inf_{c}"]) for c in columns if schema[c].is_float()},
+    )
+
+
+def check_columns_present(columns: dict[str, str], available: list[str]) -> None:
+    for name, role in columns.items():
+        if name not in available:
+            raise missing_column_error(name, available, role)
 
 
 def load_model_frame(
@@ -247,23 +356,13 @@ def load_model_frame(
     ``columns`` maps each needed column to its role ("response", "fixed
     effects", "grouping factor", ...), used in error messages.
     """
-    if na_action not in ("omit", "fail"):
-        raise ValueError(
-            f"na_action must be 'omit' (drop incomplete rows, lme4's default) or 'fail' "
-            f"(raise on missing values), got {na_action!r}"
-        )
-    available = column_names(data)
-    for name, role in columns.items():
-        if name not in available:
-            raise missing_column_error(name, available, role)
+    check_na_action(na_action)
+    check_columns_present(columns, column_names(data))
     lazy = as_lazy(data, list(columns))
     try:
         frame = lazy.select(list(columns)).with_row_index(ROW_INDEX).collect()
     except pl.exceptions.PolarsError as exc:
-        first = str(exc).strip().split("\n\n")[0]
-        raise DataError(
-            f"reading columns {', '.join(map(repr, columns))} from the LazyFrame failed: {first}"
-        ) from exc
+        raise query_error(exc, columns) from exc
     n_input = frame.height
     roles = dict(columns)
     if extra_columns:
@@ -277,59 +376,25 @@ def load_model_frame(
             frame = frame.with_columns(pl.Series(name, np.asarray(values, dtype=float)))
             roles[name] = label
     checked = [*columns, *(extra_columns or {})]
-
-    def describe(name: str) -> str:
-        shown = _DISPLAY_NAMES.get(name, name)
-        return shown if shown != name else f"column {name!r} ({roles[name]})"
-
-    for name in checked:
-        dtype = frame.schema[name]
-        if _unsupported_dtype(dtype):
-            raise DataError(
-                f"{describe(name)} has type {dtype}, which cannot be used in a model; "
-                "use a numeric or string column"
-            )
-    if n_input == 0:
-        raise DataError("the data has no rows")
-    for name in checked:
-        nulls = frame.select(_missing_mask(frame, [name]).sum()).item()
-        if nulls == n_input:
-            raise DataError(
-                f"{describe(name)} is entirely missing (null or NaN in all {n_input} rows); "
-                "check the column or drop it from the formula"
-            )
-    missing = frame.select(_missing_mask(frame, checked)).to_series()
-    n_missing = int(missing.sum())
-    if n_missing and na_action == "fail":
-        counts = {
-            name: int(frame.select(_missing_mask(frame, [name]).sum()).item()) for name in checked
-        }
-        listed = ", ".join(
-            f"{_DISPLAY_NAMES.get(k, repr(k))} ({v})" for k, v in counts.items() if v
-        )
-        raise DataError(
-            f"{n_missing} rows have missing values (na_action='fail'); missing in {listed}. "
-            "Use na_action='omit' to drop incomplete rows, as lme4 does by default."
-        )
-    if n_missing:
-        frame = frame.filter(~missing)
-    if frame.height == 0:
-        raise DataError(
-            f"no rows left after dropping the {n_missing} rows with missing values in "
-            + ", ".join(_DISPLAY_NAMES.get(c, repr(c)) for c in checked)
-            + "; no row has all of these columns observed"
-        )
-    for name in checked:
-        dtype = frame.schema[name]
-        if dtype.is_float():
-            n_inf = frame.select(pl.col(name).is_infinite().sum()).item()
-            if n_inf:
-                raise DataError(
-                    f"{describe(name)} has infinite values in {n_inf} row(s); "
-                    "remove or replace them before fitting"
-                )
+    check_column_types(frame.schema, roles)
+    counts = row_counts_from(
+        frame.select(row_count_exprs(frame.schema, checked)).row(0, named=True),
+        frame.schema,
+        checked,
+    )
+    check_row_counts(counts, roles, na_action)
+    if counts.n_incomplete:
+        frame = frame.filter(~missing_mask(frame.schema, checked))
     row_index = frame.get_column(ROW_INDEX).to_numpy().astype(np.int64)
-    return ModelFrame(frame.drop(ROW_INDEX), row_index, n_input, n_missing)
+    return ModelFrame(frame.drop(ROW_INDEX), row_index, n_input, counts.n_incomplete)
+
+
+def query_error(exc: Exception, columns: Iterable[str]) -> DataError:
+    """A failing lazy query (bad scan, bad cast) as a DataError naming the columns read."""
+    first = str(exc).strip().split("\n\n")[0]
+    return DataError(
+        f"reading columns {', '.join(map(repr, columns))} from the LazyFrame failed: {first}"
+    )
 
 
 def level_codes(frame: pl.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarray, list[str]]:

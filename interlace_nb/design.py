@@ -36,6 +36,8 @@ class Design:
     model_frame: ModelFrame
     y: np.ndarray
     x: np.ndarray
+    x_all: np.ndarray
+    kept_columns: np.ndarray
     x_names: tuple[str, ...]
     dropped_x_names: tuple[str, ...]
     fixed_spec: object
@@ -47,12 +49,21 @@ class Design:
     #: Binomial totals (successes + failures) of a ``cbind(successes, failures)`` response.
     trials: np.ndarray | None = None
 
+    @property
+    def n_dropped(self) -> int:
+        """Rows dropped for missing values."""
+        return self.model_frame.n_dropped
+
+    @property
+    def n_input_rows(self) -> int:
+        return self.model_frame.n_input_rows
+
 
 #: Column types formulaic can read neither as numbers nor as factors.
 _TEMPORAL = (pl.Date, pl.Datetime, pl.Duration, pl.Time)
 
 
-def _column_or_array(value: object, role: str) -> tuple[str | None, np.ndarray | None]:
+def column_or_array(value: object, role: str) -> tuple[str | None, np.ndarray | None]:
     """A weights/offset argument is a column name or an array as long as the data."""
     if value is None:
         return None, None
@@ -76,7 +87,7 @@ def _column_or_array(value: object, role: str) -> tuple[str | None, np.ndarray |
     return None, array
 
 
-def _independent_columns(x: np.ndarray) -> np.ndarray:
+def independent_columns(x: np.ndarray) -> np.ndarray:
     """Columns of X to keep, dropping later columns that earlier ones span (as R's qr)."""
     kept: list[int] = []
     basis = np.zeros((x.shape[0], 0))
@@ -94,9 +105,9 @@ def _independent_columns(x: np.ndarray) -> np.ndarray:
     return np.array(kept, dtype=np.int64)
 
 
-def _check_numeric_response(frame: pl.DataFrame, response: str) -> None:
-    if response in frame.columns:
-        dtype = frame.schema[response]
+def check_numeric_response(schema: pl.Schema, response: str) -> None:
+    if response in schema:
+        dtype = schema[response]
         if not (dtype.is_numeric() or dtype == pl.Boolean):
             raise DataError(
                 f"response {response!r} has type {dtype}; a linear mixed model needs a numeric "
@@ -104,12 +115,12 @@ def _check_numeric_response(frame: pl.DataFrame, response: str) -> None:
             )
 
 
-def _check_variable_types(frame: pl.DataFrame, columns: dict[str, str]) -> None:
+def check_variable_types(schema: pl.Schema, columns: dict[str, str]) -> None:
     """Dates and times are neither numbers nor factors to formulaic; say what to do."""
     for name, role in columns.items():
         if role.startswith("grouping"):
             continue
-        dtype = frame.schema[name]
+        dtype = schema[name]
         if isinstance(dtype, _TEMPORAL):
             raise DataError(
                 f"column {name!r} ({role}) has type {dtype}; convert it to a number (e.g. "
@@ -127,12 +138,12 @@ _FACTOR_IN_MESSAGE = re.compile(r"factor `(.+?)`")
 _CAUSE_IN_MESSAGE = re.compile(r"\[(\w+): (.*)\]\s*$", re.DOTALL)
 
 
-def _model_matrix(
+def formulaic_matrix(
     spec: str, frame: pd.DataFrame, role: str, schema: pl.Schema, response: str | None = None
 ) -> object:
     """formulaic's model_matrix, its failures turned into a DataError naming the term."""
     try:
-        # NaN/inf from a transform (np.log(0)) is reported by _check_finite, not as a warning.
+        # NaN/inf from a transform (np.log(0)) is reported by check_finite, not as a warning.
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             return model_matrix(spec, frame, output="numpy", na_action="ignore")
     except Exception as exc:  # formulaic wraps NumPy/pandas errors in several types
@@ -165,7 +176,7 @@ def _model_matrix(
         ) from exc
 
 
-def _check_factor_levels(matrix: object, role: str, n_dropped: int) -> None:
+def check_factor_levels(matrix: object, role: str, n_dropped: int) -> None:
     """R refuses contrasts on a factor with one level; formulaic silently drops it."""
     for factor, (kind, state) in matrix.model_spec.encoder_state.items():  # type: ignore[attr-defined]
         if getattr(kind, "value", kind) != "categorical":
@@ -178,6 +189,50 @@ def _check_factor_levels(matrix: object, role: str, n_dropped: int) -> None:
                 f"({', '.join(map(repr, levels)) or 'none'}){after}; contrasts need at least "
                 "two levels. Drop the term from the formula or check the data."
             )
+
+
+def parse_mixed_formula(formula: str) -> ParsedFormula:
+    """Parse, and refuse a formula without random-effects terms."""
+    parsed = parse_formula(formula)
+    if not parsed.random_terms:
+        raise FormulaError(
+            f"formula {formula!r} has no random-effects term such as (1 | group), so it is not "
+            "a mixed model. For a plain regression use statsmodels' OLS (smf.ols) or "
+            "numpy.linalg.lstsq; to fit random intercepts write e.g. 'y ~ x + (1 | subject)'.",
+            formula,
+            len(formula.rstrip()),
+        )
+    return parsed
+
+
+def model_columns(
+    parsed: ParsedFormula,
+    available: list[str],
+    weights_col: str | None,
+    offset_col: str | None,
+    response: str | None = None,
+) -> dict[str, str]:
+    """The data columns the model reads -> their role, for projection and messages.
+
+    ``response`` is the response as formulaic reads it (default: as written).
+    """
+    columns: dict[str, str] = {}
+
+    def need(rhs: str, role: str) -> None:
+        for name, expr in formula_variable_sources(rhs, available).items():
+            columns.setdefault(name, role if expr == name else f"{role} term {expr!r}")
+
+    need(f"0 + {response or parsed.response}", "response")
+    need(parsed.fixed_rhs, "fixed-effects")
+    for term in parsed.random_terms:
+        need(term.lhs, f"random-effects term {term.text}")
+        for name in term.factors:
+            columns.setdefault(name, f"grouping factor in {term.text}")
+    if weights_col is not None:
+        columns.setdefault(weights_col, "weights")
+    if offset_col is not None:
+        columns.setdefault(offset_col, "offset")
+    return columns
 
 
 def build_design(
@@ -194,49 +249,13 @@ def build_design(
     ``binomial`` (GLMMs) also accepts lme4's ``cbind(successes, failures)``
     response and a two-level factor response (the first level is failure).
     """
-    parsed = parse_formula(formula)
-    cbind_parts = _cbind_arguments(parsed.response)
-    if cbind_parts is not None and not binomial:
-        raise FormulaError(
-            "a cbind(successes, failures) response is for binomial models; fit it with "
-            "interlace_nb.glmm(..., family='binomial')",
-            formula,
-            0,
-        )
-    if cbind_parts is not None:
-        response_spec = " + ".join(f"I({a})" for a in cbind_parts)
-    elif re.fullmatch(r"[A-Za-z_][\w.]*", parsed.response.strip()):
-        response_spec = parsed.response
-    else:
-        # an expression: evaluate it as Python (formulaic would read y/n as nesting)
-        response_spec = f"I({parsed.response})"
-    if not parsed.random_terms:
-        raise FormulaError(
-            f"formula {formula!r} has no random-effects term such as (1 | group), so it is not "
-            "a mixed model. For a plain regression use statsmodels' OLS (smf.ols) or "
-            "numpy.linalg.lstsq; to fit random intercepts write e.g. 'y ~ x + (1 | subject)'.",
-            formula,
-            len(formula.rstrip()),
-        )
-    available = column_names(data)
-    columns: dict[str, str] = {}
-
-    def need(rhs: str, role: str) -> None:
-        for name, expr in formula_variable_sources(rhs, available).items():
-            columns.setdefault(name, role if expr == name else f"{role} term {expr!r}")
-
-    need(f"0 + {response_spec}", "response")
-    need(parsed.fixed_rhs, "fixed-effects")
-    for term in parsed.random_terms:
-        need(term.lhs, f"random-effects term {term.text}")
-        for name in term.factors:
-            columns.setdefault(name, f"grouping factor in {term.text}")
-    weights_col, weights_array = _column_or_array(weights, "weights")
-    offset_col, offset_array = _column_or_array(offset, "offset")
-    if weights_col is not None:
-        columns.setdefault(weights_col, "weights")
-    if offset_col is not None:
-        columns.setdefault(offset_col, "offset")
+    parsed = parse_mixed_formula(formula)
+    response_spec, cbind_parts = _response_spec(parsed, formula, binomial)
+    weights_col, weights_array = column_or_array(weights, "weights")
+    offset_col, offset_array = column_or_array(offset, "offset")
+    columns = model_columns(
+        parsed, column_names(data), weights_col, offset_col, response=response_spec
+    )
     extra = {}
     if weights_array is not None:
         extra[WEIGHTS_COLUMN] = weights_array
@@ -246,18 +265,18 @@ def build_design(
     frame = model_frame.frame
     if binomial and cbind_parts is None:
         frame = _binary_factor_response(frame, parsed.response)
-    _check_numeric_response(frame, parsed.response)
-    _check_variable_types(frame, columns)
+    check_numeric_response(frame.schema, parsed.response)
+    check_variable_types(frame.schema, columns)
     pandas_frame = formulaic_frame(frame)
 
-    fixed = _model_matrix(
+    fixed = formulaic_matrix(
         f"{response_spec} ~ {parsed.fixed_rhs}",
         pandas_frame,
         "fixed-effects",
         frame.schema,
         response=parsed.response,
     )
-    _check_factor_levels(fixed.rhs, "fixed-effects", model_frame.n_dropped)
+    check_factor_levels(fixed.rhs, "fixed-effects", model_frame.n_dropped)
     y_matrix = np.asarray(fixed.lhs, dtype=float)
     trials = None
     if cbind_parts is not None:
@@ -268,24 +287,24 @@ def build_design(
             "columns (a factor response?)"
         )
     y = y_matrix[:, 0].copy()
-    x_all = np.asarray(fixed.rhs, dtype=float)
+    x_all = np.ascontiguousarray(np.asarray(fixed.rhs, dtype=float))
     all_names = tuple(fixed.rhs.model_spec.column_names)
-    _check_finite(y[:, None], (parsed.response,), "response")
-    _check_finite(x_all, all_names, "fixed-effects term")
-    keep = _independent_columns(x_all)
-    x = np.ascontiguousarray(x_all[:, keep])
+    check_finite(y[:, None], (parsed.response,), "response")
+    check_finite(x_all, all_names, "fixed-effects term")
+    keep = independent_columns(x_all)
+    x = x_all if len(keep) == x_all.shape[1] else np.ascontiguousarray(x_all[:, keep])
     x_names = tuple(all_names[j] for j in keep)
     dropped = tuple(name for j, name in enumerate(all_names) if j not in set(keep.tolist()))
 
     n = len(y)
     terms = []
     for spec in parsed.random_terms:
-        z_matrix = _model_matrix(
+        z_matrix = formulaic_matrix(
             spec.lhs, pandas_frame, f"random-effects term {spec.text}", frame.schema
         )
-        _check_factor_levels(z_matrix, f"random-effects {spec.text}", model_frame.n_dropped)
+        check_factor_levels(z_matrix, f"random-effects {spec.text}", model_frame.n_dropped)
         z = np.ascontiguousarray(np.asarray(z_matrix, dtype=float))
-        _check_finite(z, tuple(z_matrix.model_spec.column_names), f"term in {spec.text}")
+        check_finite(z, tuple(z_matrix.model_spec.column_names), f"term in {spec.text}")
         if z.shape[1] == 0:
             raise DataError(f"random-effects term {spec.text} has no effects")
         codes, levels = level_codes(frame, spec.factors)
@@ -299,7 +318,7 @@ def build_design(
             z=z,
             model_spec=z_matrix.model_spec,
         )
-        _check_term(term, n)
+        check_term(term, n)
         terms.append(term)
 
     if weights_col is not None or weights_array is not None:
@@ -322,6 +341,8 @@ def build_design(
         model_frame=model_frame,
         y=y,
         x=x,
+        x_all=x_all,
+        kept_columns=keep,
         x_names=x_names,
         dropped_x_names=dropped,
         fixed_spec=fixed.rhs.model_spec,
@@ -332,6 +353,58 @@ def build_design(
         has_offset=offset is not None,
         trials=trials,
     )
+
+
+def check_term(term: RandomTerm, n: int) -> None:
+    """lme4's identifiability checks on a grouping factor (all errors by default)."""
+    where = f"grouping factor {term.group!r} (in ({term.lhs} | {term.group}))"
+    if term.n_levels < 2:
+        raise DataError(
+            f"{where} has only one level; a random effect needs at least two. "
+            "Drop the term or use the column as a fixed effect."
+        )
+    if term.n_levels >= n:
+        raise DataError(
+            f"{where} has {term.n_levels} levels for {n} observations; the number of levels "
+            "must be smaller than the number of observations (each row its own level is "
+            "confounded with the residual)."
+        )
+    if term.n_levels * term.size >= n:
+        raise DataError(
+            f"{where}: {n} observations <= {term.n_levels * term.size} random effects; the "
+            "random-effects parameters and the residual variance are unidentifiable."
+        )
+
+
+def check_finite(matrix: np.ndarray, names: tuple[str, ...], role: str) -> None:
+    """A transform such as np.log(0) must not slip NaN or inf into the fit."""
+    bad = ~np.isfinite(matrix)
+    if bad.any():
+        column = int(np.nonzero(bad.any(axis=0))[0][0])
+        raise DataError(
+            f"{role} {names[column]!r} is NaN or infinite in {int(bad[:, column].sum())} rows "
+            "(a transform such as np.log of zero or a negative value?); fix the data or the term"
+        )
+
+
+def _response_spec(
+    parsed: ParsedFormula, formula: str, binomial: bool
+) -> tuple[str, tuple[str, str] | None]:
+    """The response as formulaic should read it, and cbind's two parts if it is one."""
+    cbind_parts = _cbind_arguments(parsed.response)
+    if cbind_parts is not None and not binomial:
+        raise FormulaError(
+            "a cbind(successes, failures) response is for binomial models; fit it with "
+            "interlace_nb.glmm(..., family='binomial')",
+            formula,
+            0,
+        )
+    if cbind_parts is not None:
+        return " + ".join(f"I({a})" for a in cbind_parts), cbind_parts
+    if re.fullmatch(r"[A-Za-z_][\w.]*", parsed.response.strip()):
+        return parsed.response, None
+    # an expression: evaluate it as Python (formulaic would read y/n as nesting)
+    return f"I({parsed.response})", None
 
 
 def _cbind_arguments(response: str) -> tuple[str, str] | None:
@@ -364,7 +437,7 @@ def _successes_and_trials(
     """cbind(successes, failures) -> (proportion column, trials), with the checks R makes."""
     if counts.shape[1] != 2:
         raise DataError(f"cbind({parts[0]}, {parts[1]}) must give two numeric columns")
-    _check_finite(counts, parts, "cbind column")
+    check_finite(counts, parts, "cbind column")
     for j, part in enumerate(parts):
         bad = counts[:, j] < 0
         if bad.any():
@@ -404,35 +477,3 @@ def _binary_factor_response(frame: pl.DataFrame, response: str) -> pl.DataFrame:
     return frame.with_columns(
         (pl.col(response).cast(pl.String) != levels[0]).cast(pl.Float64).alias(response)
     )
-
-
-def _check_term(term: RandomTerm, n: int) -> None:
-    """lme4's identifiability checks on a grouping factor (all errors by default)."""
-    where = f"grouping factor {term.group!r} (in ({term.lhs} | {term.group}))"
-    if term.n_levels < 2:
-        raise DataError(
-            f"{where} has only one level; a random effect needs at least two. "
-            "Drop the term or use the column as a fixed effect."
-        )
-    if term.n_levels >= n:
-        raise DataError(
-            f"{where} has {term.n_levels} levels for {n} observations; the number of levels "
-            "must be smaller than the number of observations (each row its own level is "
-            "confounded with the residual)."
-        )
-    if term.n_levels * term.size >= n:
-        raise DataError(
-            f"{where}: {n} observations <= {term.n_levels * term.size} random effects; the "
-            "random-effects parameters and the residual variance are unidentifiable."
-        )
-
-
-def _check_finite(matrix: np.ndarray, names: tuple[str, ...], role: str) -> None:
-    """A transform such as np.log(0) must not slip NaN or inf into the fit."""
-    bad = ~np.isfinite(matrix)
-    if bad.any():
-        column = int(np.nonzero(bad.any(axis=0))[0][0])
-        raise DataError(
-            f"{role} {names[column]!r} is NaN or infinite in {int(bad[:, column].sum())} rows "
-            "(a transform such as np.log of zero or a negative value?); fix the data or the term"
-        )

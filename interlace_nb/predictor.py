@@ -13,6 +13,7 @@ This order is internal: the predictor's outputs are in the terms' own order.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -183,26 +184,112 @@ class GramBuilder:
         )
 
 
+@dataclass(frozen=True)
+class PairBlocks:
+    """The nonzero blocks of Z'WZ between terms a <= b: one p_a x p_b block per level pair.
+
+    Pairs are sorted by level of a, then level of b.
+    """
+
+    a: int
+    b: int
+    level_a: np.ndarray
+    level_b: np.ndarray
+    blocks: np.ndarray
+
+
 def build_gram(
     terms: list[RandomTerm], layout: Layout, x: np.ndarray, y: np.ndarray, weights: np.ndarray
 ) -> GramSystem:
-    """Build all Gram blocks once (the LMM case: prior weights, fixed response)."""
-    return GramBuilder(terms, layout, x).build(y, weights)
+    """Build all Gram blocks; Z'WZ stored full-symmetric and block-complete."""
+    pairs = []
+    for a, term_a in enumerate(terms):
+        for b in range(a, len(terms)):
+            term_b = terms[b]
+            if term_b.factors == term_a.factors:
+                # one grouping factor: a row meets only its own level
+                pair_a = pair_b = np.arange(term_a.n_levels, dtype=np.int64)
+                row_pair = term_a.codes
+            else:
+                pair_a, pair_b, row_pair = gram.unique_level_pairs(
+                    term_a.codes, term_b.codes, term_a.n_levels, term_b.n_levels
+                )
+            blocks = np.zeros((len(pair_a), term_a.size, term_b.size))
+            gram.accumulate_pair_blocks(row_pair, term_a.z, term_b.z, weights, blocks)
+            pairs.append(PairBlocks(a, b, pair_a, pair_b, blocks))
+    xy = np.column_stack([x, y])
+    ztxy = np.zeros((layout.q, xy.shape[1]))
+    for k, term in enumerate(terms):
+        start = layout.term_col_offset[k]
+        stop = start + term.size * term.n_levels
+        gram.accumulate_z_cross(term.codes, term.z, weights, xy, ztxy[start:stop])
+    xyxy = gram.weighted_crossprod(xy, xy, weights)
+    return assemble_gram(
+        terms, layout, pairs, ztxy, xyxy, len(y), float(np.log(weights).sum())
+    )
 
 
-def frequency_orders(terms: list[RandomTerm]) -> list[np.ndarray | None]:
+def assemble_gram(
+    terms: list[RandomTerm],
+    layout: Layout,
+    pairs: list[PairBlocks],
+    ztxy: np.ndarray,
+    xyxy: np.ndarray,
+    n: int,
+    sum_log_weights: float,
+) -> GramSystem:
+    """The GramSystem from Z'WZ's pair blocks, Z'W[X y] (q x p+1) and [X y]'W[X y]."""
+    counts = np.array([len(pair.level_a) for pair in pairs], dtype=np.int64)
+    widths = np.array([terms[pair.a].size * terms[pair.b].size for pair in pairs], dtype=np.int64)
+    pair_start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    value_start = np.concatenate([[0], np.cumsum(counts * widths)[:-1]]).astype(np.int64)
+    indptr, indices, data = gram.csc_from_pair_blocks(
+        np.array([pair.a for pair in pairs], dtype=np.int64),
+        np.array([pair.b for pair in pairs], dtype=np.int64),
+        pair_start,
+        value_start,
+        np.concatenate([pair.level_a for pair in pairs]).astype(np.int64),
+        np.concatenate([pair.level_b for pair in pairs]).astype(np.int64),
+        np.concatenate([pair.blocks.ravel() for pair in pairs]),
+        layout.term_col_offset,
+        layout.term_size,
+        np.array([t.n_levels for t in terms], dtype=np.int64),
+    )
+    q = layout.q
+    small = np.int32 if max(q, len(data)) < np.iinfo(np.int32).max else np.int64
+    ztz = sp.csc_matrix((data, indices.astype(small), indptr.astype(small)), shape=(q, q))
+    p = xyxy.shape[0] - 1
+    return GramSystem(
+        ztz=ztz,
+        ztx=np.ascontiguousarray(ztxy[:, :p]),
+        zty=np.ascontiguousarray(ztxy[:, p]),
+        xtx=xyxy[:p, :p].copy(),
+        xty=xyxy[:p, p].copy(),
+        yty=float(xyxy[p, p]),
+        n=n,
+        sum_log_weights=sum_log_weights,
+    )
+
+
+def frequency_orders(
+    terms: list[RandomTerm], level_counts: Sequence[np.ndarray] | None = None
+) -> list[np.ndarray | None]:
     """Per term, each level's engine position, or None to keep the term's own order.
 
     Terms on the first term's grouping factor keep it; the others are numbered
     by decreasing row count, ties in level order (terms sharing a factor get
-    the same order, which build_gram relies on).
+    the same order, which build_gram relies on). ``level_counts`` gives the
+    rows per level when the terms hold no rows (streamed fits).
     """
     orders: list[np.ndarray | None] = []
-    for term in terms:
+    for k, term in enumerate(terms):
         if term.factors == terms[0].factors:
             orders.append(None)
             continue
-        counts = np.bincount(term.codes, minlength=term.n_levels)
+        if level_counts is None:
+            counts = np.bincount(term.codes, minlength=term.n_levels)
+        else:
+            counts = np.asarray(level_counts[k])
         by_count = np.argsort(-counts, kind="stable")
         order = np.empty(term.n_levels, dtype=np.int64)
         order[by_count] = np.arange(term.n_levels)
@@ -393,24 +480,45 @@ def _user_columns(
     return columns
 
 
-def build_predictor(
+def predictor_in_engine_order(
     terms: list[RandomTerm],
     layout: Layout,
-    x: np.ndarray,
-    y: np.ndarray,
-    weights: np.ndarray,
+    gram_system: GramSystem,
     factorization: str = "auto",
+    level_counts: Sequence[np.ndarray] | None = None,
 ) -> Predictor:
-    """Build the Gram blocks (levels by frequency if blocked is likely) and the predictor."""
-    terms_inside, orders = engine_terms(terms, layout, factorization)
-    gram_system = build_gram(terms_inside, layout, x, y, weights)
+    """The predictor for Gram blocks built in the terms' own level order.
+
+    When the blocked factorisation is likely, later factors' levels are
+    renumbered by frequency (``frequency_orders``): Z'WZ's rows and columns
+    and Z'W[X y]'s rows are permuted once, here.
+    """
+    _, orders = engine_terms(terms, layout, factorization, level_counts)
+    columns = _user_columns(terms, layout, orders)
+    if columns is not None:
+        engine_to_user = np.empty_like(columns)
+        engine_to_user[columns] = np.arange(len(columns))
+        ztz = gram_system.ztz[:, engine_to_user][engine_to_user, :].tocsc()
+        ztz.sort_indices()
+        gram_system = replace(
+            gram_system,
+            ztz=ztz,
+            ztx=np.ascontiguousarray(gram_system.ztx[engine_to_user]),
+            zty=np.ascontiguousarray(gram_system.zty[engine_to_user]),
+        )
     return Predictor(terms, layout, gram_system, factorization, orders)
 
 
 def engine_terms(
-    terms: list[RandomTerm], layout: Layout, factorization: str = "auto"
+    terms: list[RandomTerm],
+    layout: Layout,
+    factorization: str = "auto",
+    level_counts: Sequence[np.ndarray] | None = None,
 ) -> tuple[list[RandomTerm], list[np.ndarray | None]]:
     """The terms with levels renumbered as the engine stores them, and the orders used."""
     likely = choose_factorization(terms, layout, factorization)
-    orders = frequency_orders(terms) if likely == "blocked" else [None] * len(terms)
+    if likely == "blocked":
+        orders = frequency_orders(terms, level_counts)
+    else:
+        orders = [None] * len(terms)
     return [reorder_levels(t, o) for t, o in zip(terms, orders, strict=True)], orders

@@ -176,7 +176,7 @@ def criteria_table(model: MixedModelBase) -> list[str]:
 def summary_text(model: MixedModelBase) -> str:
     """The fit laid out like lme4's summary(merMod)."""
     lines = model.summary_header()
-    quantiles = np.quantile(model.scaled_residuals(), [0.0, 0.25, 0.5, 0.75, 1.0])
+    quantiles = model.scaled_residual_quantiles()
     lines += ["", "Scaled residuals:"]
     lines += _format_table(
         ["Min", "1Q", "Median", "3Q", "Max"], [[f"{v:.4f}" for v in quantiles]], left=0

@@ -12,7 +12,8 @@ class RandomTerm:
     """One ``(lhs | group)`` term as the engine sees it.
 
     ``z`` holds the term's ``p`` covariate columns for every row (a column of
-    ones for an intercept); ``codes`` the row's level, 0..n_levels-1.
+    ones for an intercept); ``codes`` the row's level, 0..n_levels-1. A streamed
+    design keeps no rows: there both have length 0.
     """
 
     group: str

@@ -102,3 +102,163 @@ def weighted_crossprod(a, b, weights):
             for c in range(m):
                 out[r, c] += wa * b[i, c]
     return out
+
+
+@kernel
+def merge_keyed_blocks(keys_a, blocks_a, keys_b, blocks_b):
+    """Union of two strictly increasing key lists; blocks of a key in both are summed.
+
+    ``blocks_*`` hold one row per key (n x m). Returns ``(keys, blocks)``,
+    sorted, in O(len(a) + len(b)).
+    """
+    n_a = keys_a.shape[0]
+    n_b = keys_b.shape[0]
+    m = blocks_a.shape[1]
+    i = 0
+    j = 0
+    n = 0
+    while i < n_a or j < n_b:
+        if j == n_b or (i < n_a and keys_a[i] < keys_b[j]):
+            i += 1
+        elif i == n_a or keys_b[j] < keys_a[i]:
+            j += 1
+        else:
+            i += 1
+            j += 1
+        n += 1
+    keys = np.empty(n, dtype=np.int64)
+    blocks = np.empty((n, m))
+    i = 0
+    j = 0
+    for k in range(n):
+        if j == n_b or (i < n_a and keys_a[i] < keys_b[j]):
+            keys[k] = keys_a[i]
+            for c in range(m):
+                blocks[k, c] = blocks_a[i, c]
+            i += 1
+        elif i == n_a or keys_b[j] < keys_a[i]:
+            keys[k] = keys_b[j]
+            for c in range(m):
+                blocks[k, c] = blocks_b[j, c]
+            j += 1
+        else:
+            keys[k] = keys_a[i]
+            for c in range(m):
+                blocks[k, c] = blocks_a[i, c] + blocks_b[j, c]
+            i += 1
+            j += 1
+    return keys, blocks
+
+
+@kernel
+def accumulate_weighted_crossprod(a, b, weights, out):
+    """out += A'WB for dense row-major A (n x p) and B (n x m), rows summed in order."""
+    n = a.shape[0]
+    p = a.shape[1]
+    m = b.shape[1]
+    for i in range(n):
+        w = weights[i]
+        for r in range(p):
+            wa = w * a[i, r]
+            for c in range(m):
+                out[r, c] += wa * b[i, c]
+
+
+@kernel
+def _level_pointers(levels, n_levels, order):
+    """Start of each level's entries in ``levels[order]`` (length n_levels + 1)."""
+    ptr = np.zeros(n_levels + 1, dtype=np.int64)
+    for i in range(order.shape[0]):
+        ptr[levels[order[i]] + 1] += 1
+    for level in range(n_levels):
+        ptr[level + 1] += ptr[level]
+    return ptr
+
+
+@kernel
+def _emit_rows(pass_fill, blk_a, blk_b, pair_start, value_start, level_a, level_b, values,
+               term_col_offset, term_size, term_n_levels, col_next, indices, data):
+    """Walk Z'WZ's entries row by row (see csc_from_pair_blocks); count or fill."""
+    n_blocks = blk_a.shape[0]
+    n_terms = term_size.shape[0]
+    # per block: its pairs ordered by level_a (as stored) and by level_b (counting sort)
+    ptr_a_list = []
+    order_b_list = []
+    ptr_b_list = []
+    for k in range(n_blocks):
+        lo = pair_start[k]
+        hi = pair_start[k + 1]
+        own = np.arange(hi - lo)
+        la = level_a[lo:hi]
+        lb = level_b[lo:hi]
+        ptr_a_list.append(_level_pointers(la, term_n_levels[blk_a[k]], own))
+        order_b = _counting_order(lb, term_n_levels[blk_b[k]], own)
+        order_b_list.append(order_b)
+        ptr_b_list.append(_level_pointers(lb, term_n_levels[blk_b[k]], order_b))
+    for t in range(n_terms):
+        p_t = term_size[t]
+        for level in range(term_n_levels[t]):
+            for r in range(p_t):
+                row = term_col_offset[t] + level * p_t + r
+                for k in range(n_blocks):
+                    a = blk_a[k]
+                    b = blk_b[k]
+                    lo = pair_start[k]
+                    p_a = term_size[a]
+                    p_b = term_size[b]
+                    if a == t:
+                        ptr = ptr_a_list[k]
+                        for i in range(ptr[level], ptr[level + 1]):
+                            base = value_start[k] + i * p_a * p_b + r * p_b
+                            first = term_col_offset[b] + level_b[lo + i] * p_b
+                            for c in range(p_b):
+                                col = first + c
+                                if pass_fill:
+                                    indices[col_next[col]] = row
+                                    data[col_next[col]] = values[base + c]
+                                col_next[col] += 1
+                    if b == t and a != b:
+                        ptr = ptr_b_list[k]
+                        order = order_b_list[k]
+                        for j in range(ptr[level], ptr[level + 1]):
+                            i = order[j]
+                            first = term_col_offset[a] + level_a[lo + i] * p_a
+                            for c in range(p_a):
+                                col = first + c
+                                if pass_fill:
+                                    indices[col_next[col]] = row
+                                    data[col_next[col]] = values[
+                                        value_start[k] + i * p_a * p_b + c * p_b + r
+                                    ]
+                                col_next[col] += 1
+
+
+@kernel
+def csc_from_pair_blocks(blk_a, blk_b, pair_start, value_start, level_a, level_b, values,
+                         term_col_offset, term_size, term_n_levels):
+    """Full-symmetric Z'WZ in CSC form, rows sorted, from its blocks between terms a <= b.
+
+    Block k joins terms ``blk_a[k] <= blk_b[k]``; its pairs are
+    ``pair_start[k]:pair_start[k + 1]`` of ``level_a``/``level_b`` (sorted by
+    level_a, then level_b), pair i's p_a x p_b block row-major at
+    ``values[value_start[k] + i * p_a * p_b:]``. A block with a < b also
+    gives its transpose. Entries are written row by row, so each column's
+    rows come out sorted. Returns ``(indptr, indices, data)``.
+    """
+    q = 0
+    for t in range(term_size.shape[0]):
+        q += term_size[t] * term_n_levels[t]
+    counts = np.zeros(q, dtype=np.int64)
+    dummy_i = np.zeros(0, dtype=np.int64)
+    dummy_d = np.zeros(0)
+    _emit_rows(False, blk_a, blk_b, pair_start, value_start, level_a, level_b, values,
+               term_col_offset, term_size, term_n_levels, counts, dummy_i, dummy_d)
+    indptr = np.zeros(q + 1, dtype=np.int64)
+    for col in range(q):
+        indptr[col + 1] = indptr[col] + counts[col]
+    col_next = indptr[:q].copy()
+    indices = np.empty(indptr[q], dtype=np.int64)
+    data = np.empty(indptr[q])
+    _emit_rows(True, blk_a, blk_b, pair_start, value_start, level_a, level_b, values,
+               term_col_offset, term_size, term_n_levels, col_next, indices, data)
+    return indptr, indices, data

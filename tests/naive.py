@@ -176,6 +176,41 @@ def weighted_crossprod(a, b, weights):
     return a.T @ np.diag(weights) @ b
 
 
+def accumulate_weighted_crossprod(a, b, weights, out_in):
+    """Twin of gram.accumulate_weighted_crossprod: out_in + A' W B."""
+    return np.array(out_in, dtype=float) + a.T @ np.diag(weights) @ b
+
+
+def csc_from_pair_blocks(blk_a, blk_b, pair_start, value_start, level_a, level_b, values,
+                         term_col_offset, term_size, term_n_levels):
+    """Twin of gram.csc_from_pair_blocks, as a dense q x q matrix filled entry by entry."""
+    q = int(sum(p * nl for p, nl in zip(term_size, term_n_levels, strict=True)))
+    dense = np.zeros((q, q))
+    for k, (a, b) in enumerate(zip(blk_a, blk_b, strict=True)):
+        p_a, p_b = term_size[a], term_size[b]
+        for i in range(pair_start[k + 1] - pair_start[k]):
+            la, lb = level_a[pair_start[k] + i], level_b[pair_start[k] + i]
+            block = values[value_start[k] + i * p_a * p_b:][: p_a * p_b].reshape(p_a, p_b)
+            rows = term_col_offset[a] + la * p_a + np.arange(p_a)
+            cols = term_col_offset[b] + lb * p_b + np.arange(p_b)
+            dense[np.ix_(rows, cols)] += block
+            if a != b:
+                dense[np.ix_(cols, rows)] += block.T
+    return dense
+
+
+def merge_keyed_blocks(keys_a, blocks_a, keys_b, blocks_b):
+    """Twin of gram.merge_keyed_blocks: a dict from key to summed block, read out sorted."""
+    total: dict[int, np.ndarray] = {}
+    for keys, blocks in ((keys_a, blocks_a), (keys_b, blocks_b)):
+        for key, block in zip(keys, blocks, strict=True):
+            total[int(key)] = total.get(int(key), 0.0) + np.asarray(block, dtype=float)
+    keys = np.array(sorted(total), dtype=np.int64)
+    width = blocks_a.shape[1]
+    blocks = np.array([total[k] for k in keys.tolist()]).reshape(len(keys), width)
+    return keys, blocks
+
+
 # ------------------------------------------------------------ lambda_ops.py
 
 

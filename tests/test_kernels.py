@@ -228,6 +228,83 @@ def test_gram_kernels_empty_rows() -> None:
     assert gram.weighted_crossprod(np.zeros((0, 2)), np.zeros((0, 3)), np.zeros(0)).shape == (2, 3)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_accumulate_weighted_crossprod_random(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(size=(30, 3)), rng.normal(size=(30, 2))
+    weights, start = rng.uniform(0.5, 2.0, size=30), rng.normal(size=(3, 2))
+    out = start.copy()
+    gram.accumulate_weighted_crossprod(a, b, weights, out)
+    assert_allclose(out, naive.accumulate_weighted_crossprod(a, b, weights, start), rtol=1e-12)
+    # two calls on a split of the rows give the same bits as one call on all rows
+    split = start.copy()
+    gram.accumulate_weighted_crossprod(a[:11], b[:11], weights[:11], split)
+    gram.accumulate_weighted_crossprod(a[11:], b[11:], weights[11:], split)
+    assert_array_equal(split, out)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_csc_from_pair_blocks_random(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    sizes = np.array([2, 1, 3, 1], dtype=np.int64)
+    n_levels = np.array([7, 4, 7, 5], dtype=np.int64)  # terms 0 and 2 share a factor
+    lay = naive.layout(sizes.tolist(), n_levels.tolist())
+    blk_a, blk_b, la_all, lb_all, vals, counts = [], [], [], [], [], []
+    for a in range(4):
+        for b in range(a, 4):
+            if a == b or {a, b} == {0, 2}:  # one factor: a level meets only itself
+                la = lb = np.arange(n_levels[a])
+            else:
+                cells = rng.random((n_levels[a], n_levels[b])) < 0.5
+                la, lb = (np.asarray(v, dtype=np.int64) for v in np.nonzero(cells))
+            block = rng.normal(size=(len(la), sizes[a], sizes[b]))
+            if a == b:
+                block = block + block.transpose(0, 2, 1)  # symmetric diagonal blocks
+            blk_a.append(a)
+            blk_b.append(b)
+            la_all.append(la)
+            lb_all.append(lb)
+            vals.append(block.ravel())
+            counts.append(len(la) * sizes[a] * sizes[b])
+    pair_start = np.concatenate([[0], np.cumsum([len(v) for v in la_all])]).astype(np.int64)
+    value_start = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    args = (np.array(blk_a), np.array(blk_b), pair_start, value_start,
+            np.concatenate(la_all).astype(np.int64), np.concatenate(lb_all).astype(np.int64),
+            np.concatenate(vals), lay.term_col_offset, sizes, n_levels)
+    indptr, indices, data = gram.csc_from_pair_blocks(*args)
+    got = sp.csc_matrix((data, indices, indptr), shape=(lay.q, lay.q))
+    want = naive.csc_from_pair_blocks(*args)
+    assert_allclose(got.toarray(), want, rtol=0, atol=0)
+    assert_allclose(want, want.T, rtol=0, atol=0)
+    for col in range(lay.q):  # rows strictly increasing in each column: sorted, no duplicates
+        assert (np.diff(indices[indptr[col] : indptr[col + 1]]) > 0).all()
+
+
+def test_merge_keyed_blocks_by_hand() -> None:
+    keys, blocks = gram.merge_keyed_blocks(
+        np.array([1, 4, 6]), np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]),
+        np.array([0, 4, 9]), np.array([[10.0, 20.0], [30.0, 40.0], [50.0, 60.0]]),
+    )
+    assert_array_equal(keys, [0, 1, 4, 6, 9])
+    assert_array_equal(blocks, [[10, 20], [1, 2], [33, 44], [5, 6], [50, 60]])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_merge_keyed_blocks_random(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    width = int(rng.integers(1, 5))
+    sides = []
+    for _ in range(2):
+        n = int(rng.integers(0, 30))
+        keys = np.unique(rng.integers(0, 40, size=n)).astype(np.int64)
+        sides += [keys, rng.normal(size=(len(keys), width))]
+    got = gram.merge_keyed_blocks(*sides)
+    want = naive.merge_keyed_blocks(*sides)
+    assert_array_equal(got[0], want[0])
+    assert_allclose(got[1], want[1], rtol=1e-15)
+    assert got[1].shape == (len(got[0]), width)
+
+
 # ------------------------------------------------ lambda_ops: hand-made cases
 
 

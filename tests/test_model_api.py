@@ -181,7 +181,9 @@ def test_frequency_order_of_levels_is_internal(monkeypatch: pytest.MonkeyPatch) 
     case = load_reference_cases()["insteval_reml"]
     data = load_dataset(case["data"])
     ordered = ib.LinearMixedModel(case["formula"], data, factorization="blocked")
-    monkeypatch.setattr(predictor_module, "frequency_orders", lambda terms: [None] * len(terms))
+    monkeypatch.setattr(
+        predictor_module, "frequency_orders", lambda terms, counts=None: [None] * len(terms)
+    )
     plain = ib.LinearMixedModel(case["formula"], data, factorization="blocked")
     orders = ordered.predictor.level_orders
     assert orders[0] is None and all(order is not None for order in orders[1:])

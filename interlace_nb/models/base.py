@@ -81,6 +81,14 @@ class MixedModelBase:
     def df_model(self) -> int:
         raise NotImplementedError
 
+    def scaled_residuals(self) -> np.ndarray:
+        """The residuals lme4's summary shows quantiles of."""
+        raise NotImplementedError
+
+    def scaled_residual_quantiles(self) -> np.ndarray:
+        """Min, quartiles and max of ``scaled_residuals()`` (the summary's line)."""
+        return np.quantile(self.scaled_residuals(), [0.0, 0.25, 0.5, 0.75, 1.0])
+
     def _require_fit(self) -> None:
         if not self.is_fitted:
             raise RuntimeError("the model is not fitted yet; call fit()")
@@ -88,7 +96,7 @@ class MixedModelBase:
     # -------------------------------------------------------------- estimates
     @property
     def nobs(self) -> int:
-        return len(self.design.y)
+        return self.predictor.gram.n
 
     @property
     def theta(self) -> np.ndarray:
@@ -114,7 +122,7 @@ class MixedModelBase:
 
     @property
     def n_fixed(self) -> int:
-        return self.design.x.shape[1]
+        return len(self.design.x_names)
 
 
     @property

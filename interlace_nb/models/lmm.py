@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Iterator
+from functools import cached_property
 
 import numpy as np
+import polars as pl
 
 from .. import results
+from ..accumulate import accumulate_in_memory
 from ..design import Design, build_design
 from ..fitting.lmm import LmmSolution, profiled_criterion, solve_at
 from ..fitting.optimize import (
@@ -15,8 +19,10 @@ from ..fitting.optimize import (
     finite_difference_derivatives,
     minimize_bobyqa,
 )
+from ..kernels import effects
 from ..linalg import blas_threads_for
-from ..predictor import Predictor, build_layout, build_predictor
+from ..predictor import Predictor, build_layout, predictor_in_engine_order
+from ..streaming import EncodedBatch, StreamedDesign, build_streamed_design, encoded_batches
 from .base import (
     SINGULAR_TOLERANCE,
     ConvergenceWarning,
@@ -29,8 +35,9 @@ class LinearMixedModel(MixedModelBase):
     """A linear mixed model in lme4's formulation (profiled REML or ML).
 
     Build it with :func:`interlace_nb.lmm`; the constructor reads the data and
-    builds the theta-free Gram blocks, ``fit()`` optimises the profiled
-    criterion over theta.
+    builds the theta-free Gram blocks (``streaming=True``: from a LazyFrame in
+    batches of ``batch_size`` rows, keeping no rows), ``fit()`` optimises the
+    profiled criterion over theta.
     """
 
     def __init__(
@@ -43,24 +50,39 @@ class LinearMixedModel(MixedModelBase):
         offset: object = None,
         na_action: str = "omit",
         factorization: str = "auto",
+        streaming: bool = False,
+        batch_size: int | None = None,
     ):
         started = time.perf_counter()
         self.formula = formula
         self.reml = bool(reml)
         self.offset_column = offset if isinstance(offset, str) else None
-        self.design: Design = build_design(
-            formula, data, weights=weights, offset=offset, na_action=na_action
-        )
-        d = self.design
+        self.streaming = bool(streaming)
+        if batch_size is not None and not self.streaming:
+            raise ValueError("batch_size is only used with streaming=True")
+        self.design: Design | StreamedDesign
+        if self.streaming:
+            self.design = build_streamed_design(
+                formula, data, weights=weights, offset=offset, na_action=na_action,
+                batch_size=batch_size,
+            )
+            d = self.design
+            accumulated = d.accumulated
+        else:
+            self.design = build_design(
+                formula, data, weights=weights, offset=offset, na_action=na_action
+            )
+            d = self.design
+            accumulated = accumulate_in_memory(d)
         self.terms = list(d.terms)
         self.layout = build_layout(self.terms)
-        # Work with y minus its weighted least-squares fit: beta shifts by the OLS
-        # coefficients exactly, and pwrss, computed by subtraction from the Gram
+        # The Gram blocks are for y minus its weighted least-squares fit: beta shifts by
+        # those coefficients exactly, and pwrss, computed by subtraction from the Gram
         # blocks, keeps its digits when y has a large mean.
-        self._beta_shift = _weighted_least_squares(d.x, d.y - d.offset, d.weights)
-        y_eff = d.y - d.offset - d.x @ self._beta_shift
-        self.predictor = build_predictor(
-            self.terms, self.layout, d.x, y_eff, d.weights, factorization
+        self._beta_shift = accumulated.beta_shift
+        self._start_variances = (accumulated.between_variances, accumulated.response_variance)
+        self.predictor = predictor_in_engine_order(
+            self.terms, self.layout, accumulated.gram, factorization, accumulated.level_counts
         )
         self.setup_seconds = time.perf_counter() - started
         self.theta_lower = np.concatenate([t.theta_lower() for t in self.terms])
@@ -76,11 +98,8 @@ class LinearMixedModel(MixedModelBase):
                 f"{len(d.dropped_x_names)} column(s): {', '.join(d.dropped_x_names)}",
                 stacklevel=3,
             )
-        if d.model_frame.n_dropped:
-            self.na_message = (
-                f"{d.model_frame.n_dropped} of {d.model_frame.n_input_rows} rows dropped "
-                "for missing values"
-            )
+        if d.n_dropped:
+            self.na_message = f"{d.n_dropped} of {d.n_input_rows} rows dropped for missing values"
         else:
             self.na_message = ""
 
@@ -137,6 +156,7 @@ class LinearMixedModel(MixedModelBase):
                 stacklevel=_stacklevel,
             )
         self.__dict__.pop("_conditional_variances", None)
+        self.__dict__.pop("_scaled_residual_quantiles", None)
         return self
 
     def default_start(self) -> np.ndarray:
@@ -152,9 +172,8 @@ class LinearMixedModel(MixedModelBase):
         one_term_per_factor = len({t.factors for t in self.terms}) == len(self.terms)
         if not (intercepts_only and one_term_per_factor):
             return identity
-        y = self.design.y
-        between = np.array([_variance_of_group_means(y, t.codes, t.n_levels) for t in self.terms])
-        residual = np.var(y, ddof=1) - between.sum()
+        between, total = self._start_variances
+        residual = total - between.sum()
         if not residual > 0:
             return identity
         return np.sqrt(between / residual)
@@ -200,15 +219,80 @@ class LinearMixedModel(MixedModelBase):
         rx_inv = np.linalg.inv(self.solution.rx)
         return self.scale * rx_inv @ rx_inv.T
 
+    def linear_predictor(self, include_re: bool = True) -> np.ndarray:
+        """X beta + offset (+ Z b) for the rows used in the fit (a pass if streamed)."""
+        if isinstance(self.design, StreamedDesign):
+            parts = [eta for _, eta in self._streamed_rows(include_re)]
+            return np.concatenate(parts) if parts else np.zeros(0)
+        return super().linear_predictor(include_re)
+
+    def _streamed_rows(self, include_re: bool) -> Iterator[tuple[EncodedBatch, np.ndarray]]:
+        """Each batch of a streamed fit's rows, read again, with its linear predictor."""
+        d = self.design
+        assert isinstance(d, StreamedDesign)
+        blocks = [np.ascontiguousarray(b) for b in self.random_effect_blocks()]
+        beta = self.beta
+        for batch in encoded_batches(d.source):
+            eta = batch.x[:, d.kept_columns] @ beta + batch.offset
+            if include_re:
+                for k, block in enumerate(blocks):
+                    effects.add_random_effects(batch.codes[k], batch.z[k], block, eta)
+            yield batch, eta
+
+    def fitted_batches(self, include_re: bool = True) -> Iterator[pl.DataFrame]:
+        """The rows used, batch by batch: ``row`` (0-based, in the data), ``fitted``, ``resid``.
+
+        For a streamed fit each call reads the data again, one batch in
+        memory at a time (write the batches to disk to keep them); in memory
+        it yields a single frame.
+        """
+        self.solution  # noqa: B018 (raises when not fitted)
+        if isinstance(self.design, StreamedDesign):
+            for batch, eta in self._streamed_rows(include_re):
+                yield _fitted_frame(batch.row_index, eta, batch.y - eta)
+        else:
+            eta = self.linear_predictor(include_re)
+            yield _fitted_frame(self.design.model_frame.row_index, eta, self.design.y - eta)
+
     @property
     def fittedvalues(self) -> np.ndarray:
-        """Fitted values (with random effects) for the rows used, in data order."""
+        """Fitted values (with random effects) for the rows used, in data order.
+
+        Streamed fits compute them in a further pass over the data.
+        """
         return self.linear_predictor()
 
     @property
     def resid(self) -> np.ndarray:
-        """Response residuals y - fitted for the rows used, in data order."""
+        """Response residuals y - fitted for the rows used, in data order (a pass if streamed)."""
+        if isinstance(self.design, StreamedDesign):
+            parts = [batch.y - eta for batch, eta in self._streamed_rows(True)]
+            return np.concatenate(parts) if parts else np.zeros(0)
         return self.design.y - self.fittedvalues
+
+    @property
+    def used_rows(self) -> np.ndarray:
+        """Row numbers (0-based) of the caller's data that the fit used (a pass if streamed)."""
+        if isinstance(self.design, StreamedDesign):
+            parts = [b.row_index for b in encoded_batches(self.design.source)]
+            return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        return super().used_rows
+
+    @cached_property
+    def _scaled_residual_quantiles(self) -> np.ndarray:
+        """Min, quartiles and max of sqrt(w) * resid / sigma, as lme4's summary prints."""
+        if isinstance(self.design, StreamedDesign):
+            parts = [
+                (batch.y - eta) * np.sqrt(batch.weights)
+                for batch, eta in self._streamed_rows(True)
+            ]
+            scaled = np.concatenate(parts) / self.sigma
+        else:
+            scaled = self.resid * np.sqrt(self.design.weights) / self.sigma
+        return np.quantile(scaled, [0.0, 0.25, 0.5, 0.75, 1.0])
+
+    def scaled_residual_quantiles(self) -> np.ndarray:
+        return self._scaled_residual_quantiles
 
     # ------------------------------------------------------------ likelihood
     @property
@@ -250,26 +334,13 @@ class LinearMixedModel(MixedModelBase):
             lines.extend(results.criteria_table(self))
         return lines
 
-    def scaled_residuals(self) -> np.ndarray:
-        """Residuals scaled by sigma and the prior weights (lme4's summary)."""
-        return self.resid * np.sqrt(self.design.weights) / self.sigma
-
     def __repr__(self) -> str:
         if self._solution is None:
             return f"<LinearMixedModel {self.formula!r} (not fitted)>"
         return self.summary()
 
-def _weighted_least_squares(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """argmin_b sum w (y - X b)^2, by QR (lstsq) on the sqrt(w)-scaled rows."""
-    if x.shape[1] == 0:
-        return np.zeros(0)
-    root_w = np.sqrt(weights)
-    coef, *_ = np.linalg.lstsq(x * root_w[:, None], y * root_w, rcond=None)
-    return coef
-
-
-def _variance_of_group_means(y: np.ndarray, codes: np.ndarray, n_levels: int) -> float:
-    """R's var(ave(y, f)): the variance of each row's group mean (n - 1 denominator)."""
-    sums = np.bincount(codes, weights=y, minlength=n_levels)
-    counts = np.bincount(codes, minlength=n_levels)
-    return float(np.var((sums / counts)[codes], ddof=1))
+def _fitted_frame(rows: np.ndarray, fitted: np.ndarray, resid: np.ndarray) -> pl.DataFrame:
+    return pl.DataFrame(
+        {"row": rows.astype(np.int64), "fitted": fitted, "resid": resid},
+        schema={"row": pl.Int64, "fitted": pl.Float64, "resid": pl.Float64},
+    )
