@@ -92,6 +92,10 @@ def build_gram(
     terms: list[RandomTerm], layout: Layout, x: np.ndarray, y: np.ndarray, weights: np.ndarray
 ) -> GramSystem:
     """Build all Gram blocks; Z'WZ stored full-symmetric and block-complete."""
+    q = layout.q
+    # int32 indices when they fit, and each piece freed once joined: at tens of
+    # millions of level pairs these triplets are the largest arrays of the set-up
+    index_type = np.int32 if q < np.iinfo(np.int32).max else np.int64
     rows, cols, vals = [], [], []
     for a, term_a in enumerate(terms):
         for b in range(a, len(terms)):
@@ -108,8 +112,8 @@ def build_gram(
             gram.accumulate_pair_blocks(row_pair, term_a.z, term_b.z, weights, blocks)
             ra = layout.term_col_offset[a] + pair_a[:, None] * term_a.size + np.arange(term_a.size)
             cb = layout.term_col_offset[b] + pair_b[:, None] * term_b.size + np.arange(term_b.size)
-            r = np.broadcast_to(ra[:, :, None], blocks.shape).ravel()
-            c = np.broadcast_to(cb[:, None, :], blocks.shape).ravel()
+            r = np.broadcast_to(ra[:, :, None], blocks.shape).astype(index_type).ravel()
+            c = np.broadcast_to(cb[:, None, :], blocks.shape).astype(index_type).ravel()
             rows.append(r)
             cols.append(c)
             vals.append(blocks.ravel())
@@ -117,11 +121,14 @@ def build_gram(
                 rows.append(c)
                 cols.append(r)
                 vals.append(blocks.ravel())
-    q = layout.q
     row_idx = np.concatenate(rows)
+    rows.clear()
     col_idx = np.concatenate(cols)
+    cols.clear()
     values = np.concatenate(vals)
+    vals.clear()
     ztz = sp.csc_matrix((values, (row_idx, col_idx)), shape=(q, q))
+    del row_idx, col_idx
     ztz.sort_indices()
     if ztz.nnz != len(values):
         raise AssertionError("Z'Z assembly produced duplicate entries")
