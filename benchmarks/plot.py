@@ -1,9 +1,11 @@
 """Draw total time per problem, interlace_nb beside lme4, as an SVG (no plotting library).
 
     python -m benchmarks.plot benchmarks/results/<run>.csv [...] --out docs/benchmarks.svg
+        [--table table.md]
 
 Reads the runner's CSV files; for each (problem, tool) the last row wins, so
 later files override earlier ones. Bars are on a log scale of seconds.
+``--table`` also writes the runner's markdown table for those rows.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import csv
 import math
 from pathlib import Path
 from xml.sax.saxutils import escape
+
+from .run import markdown_table
 
 TOOLS = {"interlace_nb": "#1f77b4", "lme4": "#ff7f0e"}
 ROW_HEIGHT, BAR, LEFT, WIDTH, TOP = 46, 16, 230, 760, 40
@@ -26,6 +30,19 @@ def read_rows(paths: list[Path]) -> dict[str, dict[str, dict]]:
             for row in csv.DictReader(handle):
                 table.setdefault(row["problem"], {})[row["tool"]] = row
     return table
+
+
+def typed(row: dict) -> dict:
+    """A CSV row with numbers as numbers (what the runner's table expects)."""
+    out: dict = {}
+    for key, value in row.items():
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            out[key] = value
+            continue
+        out[key] = int(number) if key in ("n_rows", "repeats") else number
+    return out
 
 
 def svg(table: dict[str, dict[str, dict]], title: str) -> str:
@@ -83,9 +100,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("csv", nargs="+", type=Path, help="runner CSV files, later ones win")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.svg"))
     parser.add_argument("--title", default="Total time (setup + fit), median of fresh processes")
+    parser.add_argument("--table", type=Path, help="also write the markdown table here")
     args = parser.parse_args(argv)
-    args.out.write_text(svg(read_rows(args.csv), args.title))
+    table = read_rows(args.csv)
+    args.out.write_text(svg(table, args.title))
     print(f"wrote {args.out}")
+    if args.table:
+        rows = [typed(row) for tools in table.values() for row in tools.values()]
+        args.table.write_text(markdown_table(rows, f"From {', '.join(map(str, args.csv))}."))
+        print(f"wrote {args.table}")
 
 
 if __name__ == "__main__":

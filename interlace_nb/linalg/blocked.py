@@ -93,8 +93,8 @@ class BlockedCholesky:
 
     def __init__(self, indptr: np.ndarray, indices: np.ndarray, q: int, q1: int, p1: int,
                  n_bands: int = 16):
-        self.indptr = indptr.astype(np.int64)
-        self.indices = indices.astype(np.int64)
+        self.indptr = indptr.astype(np.int64, copy=False)
+        self.indices = indices.astype(np.int64, copy=False)
         self.q = q
         self.q1 = q1
         self.p1 = p1
