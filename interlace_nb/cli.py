@@ -57,8 +57,29 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from . import lmm
+    from . import glmm, lmm
 
+    if args.family is not None:
+        if args.streaming or args.ml:
+            raise SystemExit(
+                "interlace-nb: --family fits a GLMM by maximum likelihood in memory; "
+                "drop --streaming and --ml"
+            )
+        model = glmm(
+            args.formula,
+            _scan(args.data_file),
+            family=args.family,
+            link=args.link,
+            nAGQ=args.nagq,
+            weights=args.weights,
+            offset=args.offset,
+            na_action=args.na_action,
+            factorization=args.factorization,
+        )
+        _save(model, args)
+        return 0
+    if args.link is not None or args.nagq != 1:
+        raise SystemExit("interlace-nb: --link and --nagq need --family (a GLMM)")
     model = lmm(
         args.formula,
         _scan(args.data_file),
@@ -70,6 +91,12 @@ def _fit(args: argparse.Namespace) -> int:
         streaming=args.streaming,
         batch_size=args.batch_size,
     )
+    _save(model, args)
+    return 0
+
+
+def _save(model: object, args: argparse.Namespace) -> None:
+    """Print the report and, with --out-dir, write the tidy frames as CSV."""
     _report(model, args.ranef_rows)
     if args.out_dir:
         out = Path(args.out_dir)
@@ -79,12 +106,12 @@ def _fit(args: argparse.Namespace) -> int:
         model.ranef().write_csv(out / "ranef.csv")
         model.fit_stats().unnest("ngroups").write_csv(out / "fit_stats.csv")
         print(f"\nwrote coef_table.csv, varcorr.csv, ranef.csv, fit_stats.csv to {out}")
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="interlace-nb", description="Linear mixed models in lme4 syntax, from the shell."
+        prog="interlace-nb",
+        description="Linear and generalized linear mixed models in lme4 syntax, from the shell."
     )
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="fit the embedded reading-time data set")
@@ -103,6 +130,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="read the file in row batches (data larger than memory)",
     )
     fit.add_argument("--batch-size", type=int, help="rows per batch with --streaming")
+    fit.add_argument(
+        "--family",
+        help="fit a GLMM (as glmer) of this family: binomial, poisson, Gamma, "
+        "inverse.gaussian, gaussian",
+    )
+    fit.add_argument("--link", help="link function of --family (default: its canonical link)")
+    fit.add_argument(
+        "--nagq", type=int, default=1,
+        help="with --family: 1 Laplace (default), 0 fast mode, >1 adaptive Gauss-Hermite",
+    )
     fit.add_argument("--ranef-rows", type=int, default=10)
     fit.add_argument("--out-dir", help="also write the tidy frames as CSV here")
     fit.set_defaults(run=_fit)

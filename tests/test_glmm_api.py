@@ -304,3 +304,23 @@ def test_first_order_warm_start_for_beta_is_closer_than_the_old_modes(cbpp):
     guess = model.pirls.follow_beta(state, moved_beta)
     exact = model.pirls.run(theta, moved_beta, state.u, update_beta=False).u
     assert np.abs(guess - exact).max() < 0.1 * np.abs(state.u - exact).max()
+
+
+# ------------------------------------------------------------ command line
+
+
+def test_cli_fits_a_glmm(tmp_path, capsys):
+    from interlace_nb.cli import main
+    from interlace_nb.datasets import make_lexical_decisions
+
+    path = tmp_path / "words.parquet"
+    make_lexical_decisions().write_parquet(path)
+    formula = "correct ~ frequency + (1 | subject) + (1 | word)"
+    assert main(["fit", str(path), formula, "--family", "binomial", "--nagq", "0",
+                 "--out-dir", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    assert "Family: binomial  ( logit )" in printed
+    table = pl.read_csv(tmp_path / "out" / "coef_table.csv")
+    assert "p_value" in table.columns
+    with pytest.raises(SystemExit, match="need --family"):
+        main(["fit", str(path), formula, "--link", "probit"])
