@@ -11,6 +11,7 @@ import math
 import os
 
 import numpy as np
+import scipy.sparse as sp
 from scipy.linalg import lapack
 
 from ..kernels import blocked
@@ -84,6 +85,14 @@ def _symmetrize_from_upper(matrix: np.ndarray, step: int = 512) -> None:
         block = matrix[start:stop, start:stop]
         block[...] = np.triu(block) + np.triu(block, 1).T
         matrix[stop:, start:stop] = matrix[start:stop, stop:].T
+
+
+def mirror_positions(indptr: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """For a symmetric CSC pattern: where entry k's transpose (j, i) is stored."""
+    n = len(indptr) - 1
+    numbered = sp.csc_matrix((np.arange(1, len(indices) + 1, dtype=float), indices, indptr),
+                             shape=(n, n))
+    return (numbered.T.tocsc().sorted_indices().data - 1).astype(np.int64)
 
 
 class BlockedCholesky:
@@ -187,4 +196,22 @@ class BlockedCholesky:
         for k, start in enumerate(block_starts):
             rows = slice(start - self.q1, start - self.q1 + block_size)
             out[k] = s_inv[rows, rows]
+        return out
+
+    def inverse_on_pattern(self) -> np.ndarray:
+        """Entries of (A+I)^-1 on A's stored (full symmetric) pattern, laid out as its data."""
+        s_inv = np.ascontiguousarray(self._schur_inverse())
+        out = np.zeros(len(self.indices))
+        blocked.first_term_inverse_columns(
+            self.indptr, self.indices, self._l11, self._l21, self.q1, self.p1, s_inv, out
+        )
+        cols = np.repeat(np.arange(self.q), np.diff(self.indptr))
+        upper = cols >= self.q1
+        rows = self.indices[upper]
+        lower_rows = rows < self.q1
+        positions = np.flatnonzero(upper)
+        out[positions[~lower_rows]] = s_inv[rows[~lower_rows] - self.q1,
+                                            cols[upper][~lower_rows] - self.q1]
+        mirrored = positions[lower_rows]
+        out[mirrored] = out[mirror_positions(self.indptr, self.indices)[mirrored]]
         return out
