@@ -35,8 +35,8 @@ LME4_BENCH = {
 METHODS = ("bobyqa", "newuoa", "lbfgsb")
 
 
-def run(model: ib.LinearMixedModel, method: str) -> tuple[np.ndarray, float, int, int]:
-    """(theta, criterion, function evaluations, gradient evaluations) of one method."""
+def run(model: ib.LinearMixedModel, method: str) -> tuple[np.ndarray, float, int, int, str]:
+    """(theta, criterion, function and gradient evaluations, status) of one method."""
     theta0, lower = model.default_start(), model.theta_lower
     if method == "bobyqa":
         result = minimize_bobyqa(model.objective, theta0, lower)
@@ -47,22 +47,23 @@ def run(model: ib.LinearMixedModel, method: str) -> tuple[np.ndarray, float, int
             lambda t: criterion_and_gradient(model.predictor, t, model.reml), theta0, lower
         )
     theta = np.maximum(result.x, lower)
-    return theta, model.objective(theta), result.n_evals, result.n_gradients
+    return theta, model.objective(theta), result.n_evals, result.n_gradients, result.status
 
 
 def study(models: dict[str, tuple[ib.LinearMixedModel, float, np.ndarray | None, int]]) -> None:
     """Print one row per (model, method)."""
-    print("| case | lme4 evals | method | f evals | g evals | criterion - ref | max dtheta |")
-    print("|---|---|---|---|---|---|---|")
+    print("| case | lme4 evals | method | f evals | g evals | criterion - ref | max dtheta "
+          "| status |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, (model, ref_crit, ref_theta, ref_evals) in models.items():
         thetas = {}
         for method in METHODS:
-            theta, crit, n_f, n_g = run(model, method)
+            theta, crit, n_f, n_g, status = run(model, method)
             thetas[method] = theta
             base = ref_theta if ref_theta is not None else thetas["bobyqa"]
             dtheta = float(np.max(np.abs(theta - base)))
             print(f"| {name} | {ref_evals} | {method} | {n_f} | {n_g} | {crit - ref_crit:.2e} "
-                  f"| {dtheta:.1e} |", flush=True)
+                  f"| {dtheta:.1e} | {status} |", flush=True)
 
 
 def reference_models() -> dict:

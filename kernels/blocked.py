@@ -264,11 +264,15 @@ def first_term_inverse_columns(indptr, indices, l11, l21, q1, p1, schur_inverse,
 
     With W_j = L21_j L11_j^-1 and Y_j = S^-1[R_j, R_j] W_j, a level's own
     block is L11_j^-T L11_j^-1 + W_j' Y_j and its rows R_j below q1 hold
-    -Y_j. ``out`` is laid out like the pattern's data; later columns are
-    left untouched.
+    -Y_j. ``schur_inverse`` is S^-1 in Fortran order, of which only the upper
+    triangle is read; ``out`` is laid out like the pattern's data, and
+    later columns are left untouched.
     """
     n_levels = q1 // p1
+    m = schur_inverse.shape[0]
     inv_l = np.empty((p1, p1))
+    w = np.empty((m, p1))
+    y = np.empty((m, p1))
     for j in range(n_levels):
         c0 = j * p1
         first = indptr[c0] + p1
@@ -283,20 +287,32 @@ def first_term_inverse_columns(indptr, indices, l11, l21, q1, p1, schur_inverse,
                 for k in range(col, row):
                     acc -= block[row, k] * inv_l[k, col]
                 inv_l[row, col] = acc / block[row, row]
-        w = np.zeros((n_rows, p1))
         for a in range(n_rows):
             for t in range(p1):
                 acc = 0.0
                 for s in range(t, p1):
                     acc += l21[indptr[c0 + s] + p1 + a] * inv_l[s, t]
                 w[a, t] = acc
-        y = np.zeros((n_rows, p1))
-        for a in range(n_rows):
-            ra = indices[first + a] - q1
-            for b in range(n_rows):
-                sab = schur_inverse[ra, indices[first + b] - q1]
+                y[a, t] = 0.0
+        # Y = S^-1[R, R] W from the upper triangle: rows are sorted, so for a <= b
+        # S^-1[R_a, R_b] sits in column R_b (contiguous in Fortran order)
+        for b in range(n_rows):
+            column = schur_inverse[:, indices[first + b] - q1]
+            if p1 == 1:
+                acc = column[indices[first + b] - q1] * w[b, 0]
+                wb = w[b, 0]
+                for a in range(b):
+                    sab = column[indices[first + a] - q1]
+                    acc += sab * w[a, 0]
+                    y[a, 0] += sab * wb
+                y[b, 0] += acc
+                continue
+            for a in range(b + 1):
+                sab = column[indices[first + a] - q1]
                 for t in range(p1):
-                    y[a, t] += sab * w[b, t]
+                    y[b, t] += sab * w[a, t]
+                    if a != b:
+                        y[a, t] += sab * w[b, t]
         for t in range(p1):
             start = indptr[c0 + t]
             for s in range(p1):

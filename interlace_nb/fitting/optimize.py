@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import nlopt
 import numpy as np
+from scipy.optimize import minimize
 
 #: lme4's nloptwrap defaults, plus nloptr's own default xtol_rel (lme4 leaves it set).
 XTOL_ABS = 1e-8
@@ -94,8 +95,6 @@ def minimize_lbfgsb(
     max_evals: int = MAX_EVALS,
 ) -> OptimResult:
     """Minimise with SciPy's L-BFGS-B from the value and exact gradient, ``x >= lower``."""
-    from scipy.optimize import minimize
-
     evals = [0]
 
     def wrapped(x: np.ndarray) -> tuple[float, np.ndarray]:
@@ -108,8 +107,12 @@ def minimize_lbfgsb(
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
     res = minimize(wrapped, np.asarray(x0, dtype=float), jac=True, method="L-BFGS-B",
                    bounds=bounds, options={"ftol": ftol, "gtol": gtol, "maxfun": max_evals})
-    messages = [] if res.success else [f"optimiser stopped: {res.message}"]
-    status = "success" if res.success else "failed"
+    # status 2: the line search cannot improve the point (usually round-off at the
+    # optimum); no message, lme4's gradient check after the fit judges the point
+    status = {0: "success", 1: "maxeval"}.get(int(res.status), "roundoff")
+    messages = []
+    if status == "maxeval":
+        messages.append(f"optimiser reached the evaluation limit ({max_evals})")
     return OptimResult(np.asarray(res.x, dtype=float), float(res.fun), evals[0], status,
                        messages, n_gradients=evals[0])
 
