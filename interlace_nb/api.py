@@ -20,7 +20,7 @@ def lmm(
     start: object = None,
     check_convergence: bool = True,
     factorization: str = "auto",
-    optimizer: str = "lbfgsb",
+    optimizer: str = "auto",
 ) -> LinearMixedModel:
     """Fit a linear mixed model written in lme4's syntax; returns the fitted model.
 
@@ -31,8 +31,9 @@ def lmm(
     (first term block diagonal, dense Schur block for the rest; the default
     when that block is small), "cholmod" (general sparse), or "auto".
     ``optimizer`` is "lbfgsb" (L-BFGS-B with the exact gradient of the
-    criterion; the default, about a third of lme4's evaluations) or "bobyqa"
-    (lme4's optimiser and stopping rule, the same evaluations as lme4).
+    criterion: about a third of lme4's evaluations), "bobyqa" (lme4's
+    optimiser and stopping rule: lme4's evaluations) or "auto" (the default:
+    L-BFGS-B with the blocked factorisation, BOBYQA with CHOLMOD).
     """
     model = LinearMixedModel(
         formula, data, reml=reml, weights=weights, offset=offset, na_action=na_action,

@@ -96,7 +96,7 @@ def test_rectify_flips_columns_and_keeps_the_criterion() -> None:
     assert model.objective(fixed) == pytest.approx(model.objective(theta), rel=1e-12)
 
 
-def test_default_optimizer_needs_fewer_evaluations_than_bobyqa() -> None:
+def test_optimizer_choice() -> None:
     case = load_reference_cases()["sleepstudy_corr_reml"]
     data = load_dataset("sleepstudy.csv")
     bobyqa = ib.lmm(case["formula"], data, optimizer="bobyqa")
@@ -104,5 +104,9 @@ def test_default_optimizer_needs_fewer_evaluations_than_bobyqa() -> None:
     assert bobyqa.n_evals == case["n_evals"]  # lme4's count, stopping rule and all
     assert default.optimizer == "lbfgsb" and default.n_evals < case["n_evals"] / 2
     assert default.reml_criterion <= case["reml_criterion"] + 1e-9
+    cholmod = ib.lmm(case["formula"], data, factorization="cholmod")
+    assert cholmod.optimizer == "bobyqa" and cholmod.n_evals == case["n_evals"]
+    assert ib.lmm(case["formula"], data, factorization="cholmod", optimizer="lbfgsb").n_evals \
+        == default.n_evals
     with pytest.raises(ValueError, match="optimizer"):
         ib.lmm(case["formula"], data, optimizer="nelder_mead")
