@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernels import lambda_ops
 from ..predictor import Predictor
 from .lmm import solve_at
 
@@ -56,12 +55,7 @@ def criterion_and_gradient(
         rx_inv = np.linalg.inv(solution.rx)
         k_mat = v @ (rx_inv @ rx_inv.T)
         g_lambda_k = ztz @ predictor.lambda_times(k_mat)
-    d_t_flat = np.empty(lay.t_flat_size)
-    lambda_ops.scale_sparse_gram_gradient(
-        predictor._indptr, predictor._indices, ztz.data,  # noqa: SLF001 (same package)
-        lay.col_block_start, lay.col_pos, lay.col_block_size, lay.col_t_offset,
-        predictor.t_flat, predictor.system.inverse_on_pattern(), d_t_flat,
-    )
+    d_t_flat = predictor.scaled_gram_gradient(predictor.system.inverse_on_pattern())
     grad = np.zeros(len(theta))
     for idx, (k, row, col) in enumerate(theta_positions(predictor)):
         size = int(lay.term_size[k])
