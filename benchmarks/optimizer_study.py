@@ -28,6 +28,7 @@ from interlace_nb.fitting.optimize import minimize_bobyqa, minimize_lbfgsb, mini
 #: lme4's criterion on the benchmark problems (benchmarks/results, lme4 1.1.31).
 LME4_BENCH = {
     "crossed_100k": (291551.4766714081, 30),
+    "crossed_1m": (2909767.2139160032, 33),
     "insteval": (237733.8341290671, 68),
     "insteval_service": (237658.609452955, 158),
 }
