@@ -22,6 +22,7 @@ def lmm(
     factorization: str = "auto",
     streaming: bool = False,
     batch_size: int | None = None,
+    optimizer: str = "auto",
 ) -> LinearMixedModel:
     """Fit a linear mixed model written in lme4's syntax; returns the fitted model.
 
@@ -39,12 +40,19 @@ def lmm(
     ``fittedvalues`` and ``fitted_batches()`` read the data again. Weights
     and offset must then be column names, and transforms that need all rows
     (``scale()``, ``center()``, ``poly()``, splines) are refused.
+
+    ``optimizer`` is "lbfgsb" (L-BFGS-B with the exact gradient of the
+    criterion: about a third of lme4's evaluations), "bobyqa" (lme4's
+    optimiser and stopping rule: lme4's evaluations) or "auto" (the default:
+    L-BFGS-B with the blocked factorisation, BOBYQA with CHOLMOD).
     """
     model = LinearMixedModel(
         formula, data, reml=reml, weights=weights, offset=offset, na_action=na_action,
         factorization=factorization, streaming=streaming, batch_size=batch_size,
     )
-    return model.fit(start=start, check_convergence=check_convergence, _stacklevel=3)
+    return model.fit(
+        start=start, check_convergence=check_convergence, optimizer=optimizer, _stacklevel=3
+    )
 
 
 lmer = lmm

@@ -431,6 +431,19 @@ class Predictor:
         self.logdet = self.system.factor(self._scaled_data)
         self.theta = np.array(theta, dtype=float)
 
+    def scaled_gram_gradient(self, weights: np.ndarray) -> np.ndarray:
+        """sum(weights * d(Lambda'Z'WZ Lambda)) per entry of the T blocks (t_flat's layout).
+
+        ``weights`` is laid out like Z'WZ's stored (full symmetric) pattern.
+        """
+        lay = self.layout
+        out = np.empty(lay.t_flat_size)
+        lambda_ops.scale_sparse_gram_gradient(
+            self._indptr, self._indices, self._ztz_data, lay.col_block_start, lay.col_pos,
+            lay.col_block_size, lay.col_t_offset, self.t_flat, weights, out,
+        )
+        return out
+
     def lambda_times(self, u: np.ndarray) -> np.ndarray:
         """b = Lambda u for the current theta."""
         lay = self.layout

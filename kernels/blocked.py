@@ -256,3 +256,71 @@ def first_term_inverse_blocks(indptr, indices, l11, l21, q1, p1, schur_inverse, 
                     for b in range(p1):
                         total += inv_l[a, s] * middle[a, b] * inv_l[b, t]
                 out[j, s, t] = total
+
+
+@kernel
+def first_term_inverse_columns(indptr, indices, l11, l21, q1, p1, schur_inverse, out):
+    """Entries of A^-1 in the first term's columns, on A's stored pattern.
+
+    With W_j = L21_j L11_j^-1 and Y_j = S^-1[R_j, R_j] W_j, a level's own
+    block is L11_j^-T L11_j^-1 + W_j' Y_j and its rows R_j below q1 hold
+    -Y_j. ``schur_inverse`` is S^-1 in Fortran order, of which only the upper
+    triangle is read; ``out`` is laid out like the pattern's data, and
+    later columns are left untouched.
+    """
+    n_levels = q1 // p1
+    m = schur_inverse.shape[0]
+    inv_l = np.empty((p1, p1))
+    w = np.empty((m, p1))
+    y = np.empty((m, p1))
+    for j in range(n_levels):
+        c0 = j * p1
+        first = indptr[c0] + p1
+        n_rows = indptr[c0 + 1] - first
+        block = l11[j]
+        for col in range(p1):
+            for row in range(p1):
+                inv_l[row, col] = 0.0
+            inv_l[col, col] = 1.0 / block[col, col]
+            for row in range(col + 1, p1):
+                acc = 0.0
+                for k in range(col, row):
+                    acc -= block[row, k] * inv_l[k, col]
+                inv_l[row, col] = acc / block[row, row]
+        for a in range(n_rows):
+            for t in range(p1):
+                acc = 0.0
+                for s in range(t, p1):
+                    acc += l21[indptr[c0 + s] + p1 + a] * inv_l[s, t]
+                w[a, t] = acc
+                y[a, t] = 0.0
+        # Y = S^-1[R, R] W from the upper triangle: rows are sorted, so for a <= b
+        # S^-1[R_a, R_b] sits in column R_b (contiguous in Fortran order)
+        for b in range(n_rows):
+            column = schur_inverse[:, indices[first + b] - q1]
+            if p1 == 1:
+                acc = column[indices[first + b] - q1] * w[b, 0]
+                wb = w[b, 0]
+                for a in range(b):
+                    sab = column[indices[first + a] - q1]
+                    acc += sab * w[a, 0]
+                    y[a, 0] += sab * wb
+                y[b, 0] += acc
+                continue
+            for a in range(b + 1):
+                sab = column[indices[first + a] - q1]
+                for t in range(p1):
+                    y[b, t] += sab * w[a, t]
+                    if a != b:
+                        y[a, t] += sab * w[b, t]
+        for t in range(p1):
+            start = indptr[c0 + t]
+            for s in range(p1):
+                total = 0.0
+                for k in range(max(s, t), p1):
+                    total += inv_l[k, s] * inv_l[k, t]
+                for a in range(n_rows):
+                    total += w[a, s] * y[a, t]
+                out[start + s] = total
+            for a in range(n_rows):
+                out[start + p1 + a] = -y[a, t]

@@ -57,6 +57,44 @@ def scale_sparse_gram(indptr, indices, gram_data, col_block_start, col_pos, col_
 
 
 @kernel
+def scale_sparse_gram_gradient(indptr, indices, gram_data, col_block_start, col_pos,
+                               col_block_size, col_t_offset, t_flat, weights, grad_out):
+    """grad_out[e] = sum over stored entries of weights * d(Lambda' A Lambda) / d t_flat[e].
+
+    The derivative of scale_sparse_gram's output (every entry written) in each
+    entry of the flat T blocks, contracted with ``weights`` in one pass; A as
+    there. ``grad_out`` is zeroed first.
+    """
+    for e in range(grad_out.shape[0]):
+        grad_out[e] = 0.0
+    n_cols = indptr.shape[0] - 1
+    for c in range(n_cols):
+        start = indptr[c]
+        pc = col_pos[c]
+        sc = col_block_size[c]
+        c0 = col_block_start[c]
+        tc = col_t_offset[c]
+        for k in range(start, indptr[c + 1]):
+            w = weights[k]
+            if w == 0.0:
+                continue
+            i = indices[k]
+            local = k - start
+            pi = col_pos[i]
+            si = col_block_size[i]
+            ti = col_t_offset[i]
+            for cc in range(pc, sc):
+                col_start = indptr[c0 + cc] + local
+                lam_c = t_flat[tc + cc * sc + pc] * w
+                inner = 0.0
+                for ii in range(pi, si):
+                    g = gram_data[col_start + ii - pi]
+                    inner += t_flat[ti + ii * si + pi] * g
+                    grad_out[ti + ii * si + pi] += lam_c * g
+                grad_out[tc + cc * sc + pc] += w * inner
+
+
+@kernel
 def lambda_t_times(dense, col_block_start, col_pos, col_block_size, col_t_offset, t_flat, out):
     """out = Lambda' @ dense for a dense q x m array."""
     q = dense.shape[0]

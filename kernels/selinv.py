@@ -77,3 +77,12 @@ def diagonal_blocks(indptr, indices, values, inverse_perm, block_start, block_si
                     indptr, indices, values,
                     inverse_perm[block_start[blk] + r], inverse_perm[block_start[blk] + c],
                 )
+
+
+@kernel
+def gather_symmetric(indptr, indices, values, inverse_perm, rows, cols, out):
+    """out[k] = inverse at (rows[k], cols[k]) (unpermuted), read from the selected inverse."""
+    for k in range(rows.shape[0]):
+        out[k] = lookup_symmetric(
+            indptr, indices, values, inverse_perm[rows[k]], inverse_perm[cols[k]]
+        )

@@ -52,6 +52,13 @@ def test_criterion_as_good_as_lme4(fitted):
     assert (_criterion(model) - theirs) / abs(theirs) < 1e-6
 
 
+def test_fewer_evaluations_than_lme4(fitted):
+    """The default optimiser (L-BFGS-B, exact gradient) needs fewer evaluations than BOBYQA."""
+    case, model = fitted
+    assert model.optimizer == "lbfgsb"
+    assert model.n_evals < case["n_evals"]
+
+
 def test_fixed_effects_and_standard_errors(fitted):
     case, model = fitted
     names = [r_name(n) for n in model.design.x_names]

@@ -141,7 +141,7 @@ def test_doubtful_convergence_is_reported(monkeypatch: pytest.MonkeyPatch) -> No
     data = load_dataset("sleepstudy.csv")
     model = ib.LinearMixedModel("Reaction ~ Days + (Days | Subject)", data)
     with pytest.warns(ib.ConvergenceWarning):
-        model.fit()
+        model.fit(optimizer="bobyqa")
     assert not model.converged
     assert not model.fit_stats()["converged"][0]
     assert any("evaluation limit" in m for m in model.convergence_messages)
@@ -150,6 +150,22 @@ def test_doubtful_convergence_is_reported(monkeypatch: pytest.MonkeyPatch) -> No
     grad, hess = finite_difference_derivatives(model.objective, np.array([0.5, 0.0, 0.5]),
                                                model.theta_lower)
     assert convergence_messages(grad, hess, np.ones(3, dtype=bool))
+
+
+def test_doubtful_convergence_is_reported_with_lbfgsb(monkeypatch: pytest.MonkeyPatch) -> None:
+    from interlace_nb.fitting.optimize import minimize_lbfgsb
+    from interlace_nb.models import lmm as lmm_module
+
+    def stopped_early(fun, x0, lower):
+        return minimize_lbfgsb(fun, x0, lower, max_evals=2)
+
+    monkeypatch.setattr(lmm_module, "minimize_lbfgsb", stopped_early)
+    model = ib.LinearMixedModel("Reaction ~ Days + (Days | Subject)",
+                                load_dataset("sleepstudy.csv"))
+    with pytest.warns(ib.ConvergenceWarning):
+        model.fit()
+    assert not model.converged
+    assert any("evaluation limit" in m for m in model.convergence_messages)
 
 
 def test_objective_probes_do_not_move_the_fit(sleep: ib.LinearMixedModel) -> None:

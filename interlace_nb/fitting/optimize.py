@@ -1,4 +1,8 @@
-"""Bounded derivative-free minimisation (BOBYQA, as lme4's default) and lme4's checks."""
+"""Minimisers of the profiled criterion over theta, and lme4's convergence checks.
+
+BOBYQA (NLopt, lme4's default and stopping rule), NEWUOA without bounds then
+rectified (MixedModels.jl's idea), and L-BFGS-B with an exact gradient (SciPy).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from dataclasses import dataclass, field
 
 import nlopt
 import numpy as np
+from scipy.optimize import minimize
 
 #: lme4's nloptwrap defaults, plus nloptr's own default xtol_rel (lme4 leaves it set).
 XTOL_ABS = 1e-8
@@ -24,6 +29,7 @@ class OptimResult:
     n_evals: int
     status: str
     messages: list[str] = field(default_factory=list)
+    n_gradients: int = 0
 
 
 def minimize_bobyqa(
@@ -41,6 +47,88 @@ def minimize_bobyqa(
     ``initial_step`` sets the first trust region per coordinate (NLopt's default
     is about |x0|, too wide when x0 comes from a good first stage).
     """
+    return _nlopt_minimize(nlopt.LN_BOBYQA, fun, x0, lower, xtol_abs=xtol_abs,
+                           ftol_abs=ftol_abs, max_evals=max_evals, initial_step=initial_step)
+
+
+def minimize_newuoa(
+    fun: Callable[[np.ndarray], float],
+    x0: np.ndarray,
+    term_sizes: list[int],
+    *,
+    max_evals: int = MAX_EVALS,
+) -> OptimResult:
+    """Minimise ``fun`` over theta without bounds (NLopt's NEWUOA), then rectify.
+
+    The criterion depends on each T_k only through T_k T_k', which does not
+    change when a column of T_k changes sign, so the unconstrained minimum is
+    mapped to lme4's domain (diagonal >= 0) by flipping columns. NEWUOA needs
+    two or more parameters; one is left to BOBYQA, also without bounds.
+    """
+    algorithm = nlopt.LN_NEWUOA if len(x0) > 1 else nlopt.LN_BOBYQA
+    result = _nlopt_minimize(algorithm, fun, x0, None, xtol_abs=XTOL_ABS,
+                             ftol_abs=FTOL_ABS, max_evals=max_evals)
+    result.x = rectify_theta(result.x, term_sizes)
+    return result
+
+
+def rectify_theta(theta: np.ndarray, term_sizes: list[int]) -> np.ndarray:
+    """Flip the sign of every column of a T_k whose diagonal entry is negative."""
+    out = np.array(theta, dtype=float)
+    pos = 0
+    for p in term_sizes:
+        for col in range(p):
+            length = p - col
+            if out[pos] < 0:
+                out[pos : pos + length] *= -1.0
+            pos += length
+    return out
+
+
+def minimize_lbfgsb(
+    fun_and_grad: Callable[[np.ndarray], tuple[float, np.ndarray]],
+    x0: np.ndarray,
+    lower: np.ndarray,
+    *,
+    ftol: float = 1e-12,
+    gtol: float = 1e-6,
+    max_evals: int = MAX_EVALS,
+) -> OptimResult:
+    """Minimise with SciPy's L-BFGS-B from the value and exact gradient, ``x >= lower``."""
+    evals = [0]
+
+    def wrapped(x: np.ndarray) -> tuple[float, np.ndarray]:
+        evals[0] += 1
+        value, grad = fun_and_grad(np.array(x))
+        if not np.isfinite(value):
+            return float(np.finfo(float).max), np.zeros(len(x))
+        return float(value), grad
+
+    bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
+    res = minimize(wrapped, np.asarray(x0, dtype=float), jac=True, method="L-BFGS-B",
+                   bounds=bounds, options={"ftol": ftol, "gtol": gtol, "maxfun": max_evals})
+    # status 2: the line search cannot improve the point (usually round-off at the
+    # optimum); no message, lme4's gradient check after the fit judges the point
+    status = {0: "success", 1: "maxeval"}.get(int(res.status), "roundoff")
+    messages = []
+    if status == "maxeval":
+        messages.append(f"optimiser reached the evaluation limit ({max_evals})")
+    return OptimResult(np.asarray(res.x, dtype=float), float(res.fun), evals[0], status,
+                       messages, n_gradients=evals[0])
+
+
+def _nlopt_minimize(
+    algorithm: int,
+    fun: Callable[[np.ndarray], float],
+    x0: np.ndarray,
+    lower: np.ndarray | None,
+    *,
+    xtol_abs: float,
+    ftol_abs: float,
+    max_evals: int,
+    initial_step: np.ndarray | None = None,
+) -> OptimResult:
+    """One NLopt run with lme4's stopping rule; the best point seen is returned."""
     n = len(x0)
     evals = [0]
     best = [np.inf, np.array(x0, dtype=float)]
@@ -54,9 +142,10 @@ def minimize_bobyqa(
             best[0], best[1] = value, np.array(x)
         return float(value)
 
-    opt = nlopt.opt(nlopt.LN_BOBYQA, n)
-    opt.set_lower_bounds(np.asarray(lower, dtype=float))
-    opt.set_upper_bounds(np.full(n, np.inf))
+    opt = nlopt.opt(algorithm, n)
+    if lower is not None:
+        opt.set_lower_bounds(np.asarray(lower, dtype=float))
+        opt.set_upper_bounds(np.full(n, np.inf))
     opt.set_min_objective(wrapped)
     opt.set_xtol_abs(xtol_abs)
     opt.set_xtol_rel(XTOL_REL)

@@ -11,6 +11,7 @@ import math
 import os
 
 import numpy as np
+import scipy.sparse as sp
 from scipy.linalg import lapack
 
 from ..kernels import blocked
@@ -86,6 +87,14 @@ def _symmetrize_from_upper(matrix: np.ndarray, step: int = 512) -> None:
         matrix[stop:, start:stop] = matrix[start:stop, stop:].T
 
 
+def mirror_positions(indptr: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """For a symmetric CSC pattern: where entry k's transpose (j, i) is stored."""
+    n = len(indptr) - 1
+    numbered = sp.csc_matrix((np.arange(1, len(indices) + 1, dtype=float), indices, indptr),
+                             shape=(n, n))
+    return (numbered.T.tocsc().sorted_indices().data - 1).astype(np.int64)
+
+
 class BlockedCholesky:
     """Factor ``A + I`` split after the first term's ``q1`` columns (blocks of ``p1``)."""
 
@@ -103,6 +112,8 @@ class BlockedCholesky:
         self._l21 = np.zeros(len(indices))
         self._schur = np.zeros((self.m, self.m), order="F")
         self._schur_inverse_cache: np.ndarray | None = None
+        self._schur_inverse_symmetric = False
+        self._later_columns: tuple[np.ndarray, ...] | None = None
         column_work = downdate_column_work(self.indptr, self.indices, q1, p1, self.m)
         self._column_bounds = balanced_column_bounds(self.m, n_bands, column_work)
         self.parallel_downdate = float(column_work.sum()) * p1 * p1 > PARALLEL_DOWNDATE_WORK
@@ -160,18 +171,23 @@ class BlockedCholesky:
         u[: self.q1] = u1
         return u.reshape(shape)
 
-    def _schur_inverse(self) -> np.ndarray:
-        """S^-1 (dense, symmetric), computed once per factorisation and kept."""
-        if self._schur_inverse_cache is not None:
-            return self._schur_inverse_cache
-        if not self.m:
-            return np.zeros((0, 0))
-        inverse, info = lapack.dpotri(self._schur, lower=0)
-        if info != 0:
-            raise FloatingPointError("could not invert the Schur block")
-        _symmetrize_from_upper(inverse)
-        self._schur_inverse_cache = inverse
-        return inverse
+    def _schur_inverse(self, symmetric: bool = True) -> np.ndarray:
+        """S^-1 (dense, Fortran order), computed once per factorisation and kept.
+
+        With ``symmetric=False`` only the upper triangle is guaranteed.
+        """
+        if self._schur_inverse_cache is None:
+            if not self.m:
+                return np.zeros((0, 0), order="F")
+            inverse, info = lapack.dpotri(self._schur, lower=0)
+            if info != 0:
+                raise FloatingPointError("could not invert the Schur block")
+            self._schur_inverse_cache = inverse
+            self._schur_inverse_symmetric = False
+        if symmetric and not self._schur_inverse_symmetric:
+            _symmetrize_from_upper(self._schur_inverse_cache)
+            self._schur_inverse_symmetric = True
+        return self._schur_inverse_cache
 
     def inverse_diagonal_blocks(self, block_starts: np.ndarray, block_size: int) -> np.ndarray:
         """Diagonal blocks of (A+I)^-1 at the given (unpermuted) column starts."""
@@ -187,4 +203,33 @@ class BlockedCholesky:
         for k, start in enumerate(block_starts):
             rows = slice(start - self.q1, start - self.q1 + block_size)
             out[k] = s_inv[rows, rows]
+        return out
+
+    def _later_column_entries(self) -> tuple[np.ndarray, ...]:
+        """Where the stored entries of columns >= q1 come from, found once.
+
+        Rows >= q1: the upper triangle of S^-1 (row, column); rows < q1: the
+        mirrored entry in a first-term column.
+        """
+        cols = np.repeat(np.arange(self.q), np.diff(self.indptr))
+        later = np.flatnonzero(cols >= self.q1)
+        rows = self.indices[later]
+        in_schur = rows >= self.q1
+        r2, c2 = rows[in_schur] - self.q1, cols[later][in_schur] - self.q1
+        mirrored = later[~in_schur]
+        mirror = mirror_positions(self.indptr, self.indices)[mirrored]
+        return later[in_schur], np.minimum(r2, c2), np.maximum(r2, c2), mirrored, mirror
+
+    def inverse_on_pattern(self) -> np.ndarray:
+        """Entries of (A+I)^-1 on A's stored (full symmetric) pattern, laid out as its data."""
+        s_inv = self._schur_inverse(symmetric=False)
+        out = np.zeros(len(self.indices))
+        blocked.first_term_inverse_columns(
+            self.indptr, self.indices, self._l11, self._l21, self.q1, self.p1, s_inv, out
+        )
+        if self._later_columns is None:
+            self._later_columns = self._later_column_entries()
+        dense_at, dense_row, dense_col, mirrored, mirror = self._later_columns
+        out[dense_at] = s_inv[dense_row, dense_col]
+        out[mirrored] = out[mirror]
         return out

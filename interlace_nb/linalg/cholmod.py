@@ -48,6 +48,16 @@ class SparseCholesky:
 
     def inverse_diagonal_blocks(self, block_starts: np.ndarray, block_size: int) -> np.ndarray:
         """Diagonal blocks of (A+I)^-1 by selected inversion (Takahashi) on L's pattern."""
+        indptr, indices, values, inverse_perm = self._selected_inverse()
+        out = np.empty((len(block_starts), block_size, block_size))
+        selinv.diagonal_blocks(
+            indptr, indices, values, inverse_perm, block_starts,
+            np.full(len(block_starts), block_size, dtype=np.int64), out,
+        )
+        return out
+
+    def _selected_inverse(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(A+I)^-1 on the factor's pattern (Takahashi): indptr, indices, values, P^-1."""
         lower = self._factor.copy().L().tocsc()  # L() converts in place: work on a copy
         lower.sort_indices()
         perm = np.asarray(self._factor.P(), dtype=np.int64)
@@ -56,9 +66,15 @@ class SparseCholesky:
         values = selinv.takahashi_inverse(indptr, indices, lower.data)
         inverse_perm = np.empty_like(perm)
         inverse_perm[perm] = np.arange(len(perm))
-        out = np.empty((len(block_starts), block_size, block_size))
-        selinv.diagonal_blocks(
-            indptr, indices, values, inverse_perm, block_starts,
-            np.full(len(block_starts), block_size, dtype=np.int64), out,
+        return indptr, indices, values, inverse_perm
+
+    def inverse_on_pattern(self) -> np.ndarray:
+        """Entries of (A+I)^-1 on A's stored (full symmetric) pattern, laid out as its data."""
+        indptr, indices, values, inverse_perm = self._selected_inverse()
+        cols = np.repeat(np.arange(self.q, dtype=np.int64), np.diff(self.indptr))
+        out = np.empty(len(self.indices))
+        selinv.gather_symmetric(
+            indptr, indices, values, inverse_perm, np.asarray(self.indices, dtype=np.int64),
+            cols, out,
         )
         return out

@@ -1,0 +1,112 @@
+"""The exact gradient of the profiled criterion, and the optimisers that use it."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from conftest import load_dataset, load_reference_cases
+from interlace_nb.kernels import lambda_ops
+from numpy.testing import assert_allclose
+from test_blocked_kernels import FORMULAS, crossed_frame, random_theta
+
+import interlace_nb as ib
+from interlace_nb.fitting.optimize import rectify_theta
+
+FACTORIZATIONS = ["blocked", "cholmod"]
+
+
+def central_differences(model: ib.LinearMixedModel, theta: np.ndarray, h: float = 1e-5):
+    steps = np.eye(len(theta)) * h
+    return np.array([(model.objective(theta + s) - model.objective(theta - s)) / (2 * h)
+                     for s in steps])
+
+
+@pytest.mark.parametrize("factorization", FACTORIZATIONS)
+@pytest.mark.parametrize("formula", [f for f, _ in FORMULAS])
+def test_inverse_on_pattern_matches_dense_inverse(formula: str, factorization: str) -> None:
+    model = ib.LinearMixedModel(formula, crossed_frame(3), factorization=factorization)
+    pred = model.predictor
+    pred.update(random_theta(np.random.default_rng(5), model.theta_lower))
+    lay = pred.layout
+    scaled = np.empty_like(pred._ztz_data)
+    lambda_ops.scale_sparse_gram(
+        pred._indptr, pred._indices, pred._ztz_data, lay.col_block_start, lay.col_pos,
+        lay.col_block_size, lay.col_t_offset, pred.t_flat, scaled, lay.q,
+    )
+    rows = pred._indices
+    cols = np.repeat(np.arange(lay.q), np.diff(pred._indptr))
+    dense = np.zeros((lay.q, lay.q))
+    dense[rows, cols] = scaled
+    inverse = np.linalg.inv(dense + np.eye(lay.q))
+    assert_allclose(pred.system.inverse_on_pattern(), inverse[rows, cols], rtol=1e-9,
+                    atol=1e-12)
+
+
+@pytest.mark.parametrize("reml", [True, False])
+@pytest.mark.parametrize("factorization", FACTORIZATIONS)
+@pytest.mark.parametrize("formula", [f for f, _ in FORMULAS])
+def test_gradient_matches_finite_differences(formula: str, factorization: str,
+                                             reml: bool) -> None:
+    model = ib.LinearMixedModel(formula, crossed_frame(1), reml=reml,
+                                factorization=factorization)
+    theta = random_theta(np.random.default_rng(11), model.theta_lower)
+    value, grad = model.objective_and_gradient(theta)
+    assert value == model.objective(theta)
+    fd = central_differences(model, theta)
+    assert_allclose(grad, fd, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(fd).max()))
+
+
+@pytest.mark.parametrize(
+    "name", ["synth_weights_reml", "synth_offset_reml", "sleepstudy_corr_ml", "insteval_reml"]
+)
+def test_gradient_on_reference_models(name: str) -> None:
+    """Prior weights, an offset, ML, three crossed factors; near 0 at lme4's optimum."""
+    case = load_reference_cases()[name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = ib.LinearMixedModel(
+            case["formula"], load_dataset(case["data"]), reml=case["reml"],
+            weights=case["weights"], offset=case["offset"],
+        )
+    theta = np.array(case["theta"]) * 1.2 + 0.05
+    _, grad = model.objective_and_gradient(theta)
+    fd = central_differences(model, theta)
+    assert_allclose(grad, fd, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(fd).max()))
+    optimum = np.array(case["theta"])
+    value, at_optimum = model.objective_and_gradient(optimum)
+    assert np.abs(at_optimum * optimum).max() < 1e-5 * abs(value)
+
+
+def test_no_fixed_effects() -> None:
+    frame = crossed_frame(2)
+    model = ib.LinearMixedModel("y ~ 0 + (1 + x | g1) + (1 | g2)", frame)
+    assert model.n_fixed == 0
+    theta = np.array([0.7, 0.2, 0.5, 0.9])
+    _, grad = model.objective_and_gradient(theta)
+    assert_allclose(grad, central_differences(model, theta), rtol=1e-5, atol=1e-6)
+
+
+def test_rectify_flips_columns_and_keeps_the_criterion() -> None:
+    model = ib.LinearMixedModel("y ~ x + (1 + x | g1) + (1 | g2)", crossed_frame(0))
+    theta = np.array([-0.8, 0.3, -0.5, -0.4])
+    fixed = rectify_theta(theta, [2, 1])
+    assert_allclose(fixed, [0.8, -0.3, 0.5, 0.4])
+    assert model.objective(fixed) == pytest.approx(model.objective(theta), rel=1e-12)
+
+
+def test_optimizer_choice() -> None:
+    case = load_reference_cases()["sleepstudy_corr_reml"]
+    data = load_dataset("sleepstudy.csv")
+    bobyqa = ib.lmm(case["formula"], data, optimizer="bobyqa")
+    default = ib.lmm(case["formula"], data)
+    assert bobyqa.n_evals == case["n_evals"]  # lme4's count, stopping rule and all
+    assert default.optimizer == "lbfgsb" and default.n_evals < case["n_evals"] / 2
+    assert default.reml_criterion <= case["reml_criterion"] + 1e-9
+    cholmod = ib.lmm(case["formula"], data, factorization="cholmod")
+    assert cholmod.optimizer == "bobyqa" and cholmod.n_evals == case["n_evals"]
+    assert ib.lmm(case["formula"], data, factorization="cholmod", optimizer="lbfgsb").n_evals \
+        == default.n_evals
+    with pytest.raises(ValueError, match="optimizer"):
+        ib.lmm(case["formula"], data, optimizer="nelder_mead")
