@@ -13,7 +13,7 @@ This order is internal: the predictor's outputs are in the terms' own order.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -89,6 +89,23 @@ class GramSystem:
     sum_log_weights: float
 
 
+def level_pairs(
+    terms: list[RandomTerm],
+) -> Iterator[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]]:
+    """For each term pair a <= b: the distinct (level_a, level_b) pairs and each row's pair."""
+    for a, term_a in enumerate(terms):
+        for b in range(a, len(terms)):
+            term_b = terms[b]
+            if term_b.factors == term_a.factors:
+                # one grouping factor: a row meets only its own level
+                levels = np.arange(term_a.n_levels, dtype=np.int64)
+                yield a, b, levels, levels, term_a.codes
+            else:
+                yield a, b, *gram.unique_level_pairs(
+                    term_a.codes, term_b.codes, term_a.n_levels, term_b.n_levels
+                )
+
+
 class GramBuilder:
     """Builds the Gram blocks for any weights and response on a fixed sparsity pattern.
 
@@ -101,32 +118,23 @@ class GramBuilder:
         self.terms = terms
         self.layout = layout
         self.x = x
-        self._pairs = []  # (a, b, row_pair, n_pairs)
+        self._pairs = []  # (a, b, row_pair, block shape)
         rows, cols = [], []
-        for a, term_a in enumerate(terms):
-            for b in range(a, len(terms)):
-                term_b = terms[b]
-                if term_b.factors == term_a.factors:
-                    # one grouping factor: a row meets only its own level
-                    pair_a = pair_b = np.arange(term_a.n_levels, dtype=np.int64)
-                    row_pair = term_a.codes
-                else:
-                    pair_a, pair_b, row_pair = gram.unique_level_pairs(
-                        term_a.codes, term_b.codes, term_a.n_levels, term_b.n_levels
-                    )
-                shape = (len(pair_a), term_a.size, term_b.size)
-                ra = layout.term_col_offset[a] + pair_a[:, None] * term_a.size
-                ra = ra + np.arange(term_a.size)
-                cb = layout.term_col_offset[b] + pair_b[:, None] * term_b.size
-                cb = cb + np.arange(term_b.size)
-                r = np.broadcast_to(ra[:, :, None], shape).ravel()
-                c = np.broadcast_to(cb[:, None, :], shape).ravel()
-                rows.append(r)
-                cols.append(c)
-                if a != b:
-                    rows.append(c)
-                    cols.append(r)
-                self._pairs.append((a, b, row_pair, shape))
+        for a, b, pair_a, pair_b, row_pair in level_pairs(terms):
+            term_a, term_b = terms[a], terms[b]
+            shape = (len(pair_a), term_a.size, term_b.size)
+            ra = layout.term_col_offset[a] + pair_a[:, None] * term_a.size
+            ra = ra + np.arange(term_a.size)
+            cb = layout.term_col_offset[b] + pair_b[:, None] * term_b.size
+            cb = cb + np.arange(term_b.size)
+            r = np.broadcast_to(ra[:, :, None], shape).ravel()
+            c = np.broadcast_to(cb[:, None, :], shape).ravel()
+            rows.append(r)
+            cols.append(c)
+            if a != b:
+                rows.append(c)
+                cols.append(r)
+            self._pairs.append((a, b, row_pair, shape))
         q = layout.q
         row_idx = np.concatenate(rows)
         col_idx = np.concatenate(cols)
@@ -203,20 +211,11 @@ def build_gram(
 ) -> GramSystem:
     """Build all Gram blocks; Z'WZ stored full-symmetric and block-complete."""
     pairs = []
-    for a, term_a in enumerate(terms):
-        for b in range(a, len(terms)):
-            term_b = terms[b]
-            if term_b.factors == term_a.factors:
-                # one grouping factor: a row meets only its own level
-                pair_a = pair_b = np.arange(term_a.n_levels, dtype=np.int64)
-                row_pair = term_a.codes
-            else:
-                pair_a, pair_b, row_pair = gram.unique_level_pairs(
-                    term_a.codes, term_b.codes, term_a.n_levels, term_b.n_levels
-                )
-            blocks = np.zeros((len(pair_a), term_a.size, term_b.size))
-            gram.accumulate_pair_blocks(row_pair, term_a.z, term_b.z, weights, blocks)
-            pairs.append(PairBlocks(a, b, pair_a, pair_b, blocks))
+    for a, b, pair_a, pair_b, row_pair in level_pairs(terms):
+        term_a, term_b = terms[a], terms[b]
+        blocks = np.zeros((len(pair_a), term_a.size, term_b.size))
+        gram.accumulate_pair_blocks(row_pair, term_a.z, term_b.z, weights, blocks)
+        pairs.append(PairBlocks(a, b, pair_a, pair_b, blocks))
     xy = np.column_stack([x, y])
     ztxy = np.zeros((layout.q, xy.shape[1]))
     for k, term in enumerate(terms):

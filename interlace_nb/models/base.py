@@ -89,6 +89,13 @@ class MixedModelBase:
         """Min, quartiles and max of ``scaled_residuals()`` (the summary's line)."""
         return np.quantile(self.scaled_residuals(), [0.0, 0.25, 0.5, 0.75, 1.0])
 
+    def _weights_offset_lines(self) -> list[str]:
+        """The summary's lines about prior weights and an offset, then a blank line."""
+        lines = ["Weights: prior weights"] if self.design.has_weights else []
+        if self.design.has_offset:
+            lines.append("Offset: yes")
+        return [*lines, ""]
+
     def _require_fit(self) -> None:
         if not self.is_fitted:
             raise RuntimeError("the model is not fitted yet; call fit()")

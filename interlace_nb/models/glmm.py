@@ -583,11 +583,7 @@ class GeneralizedLinearMixedModel(MixedModelBase):
             f" Family: {self.family.name}  ( {self.family.link} )",
             f"Formula: {self.formula}",
         ]
-        if self.design.has_weights:
-            lines.append("Weights: prior weights")
-        if self.design.has_offset:
-            lines.append("Offset: yes")
-        lines.append("")
+        lines += self._weights_offset_lines()
         lines.extend(results.criteria_table(self))
         return lines
 

@@ -348,11 +348,7 @@ class LinearMixedModel(MixedModelBase):
         """Title, formula and criteria lines of the summary."""
         method = "REML" if self.reml else "maximum likelihood"
         lines = [f"Linear mixed model fit by {method} [interlace_nb]", f"Formula: {self.formula}"]
-        if self.design.has_weights:
-            lines.append("Weights: prior weights")
-        if self.design.has_offset:
-            lines.append("Offset: yes")
-        lines.append("")
+        lines += self._weights_offset_lines()
         if self.reml:
             lines.append(f"REML criterion at convergence: {self.reml_criterion:.4f}")
         else:
