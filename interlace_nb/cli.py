@@ -59,6 +59,12 @@ def _demo(args: argparse.Namespace) -> int:
 def _fit(args: argparse.Namespace) -> int:
     from . import glmm, lmm
 
+    shared = {
+        "weights": args.weights,
+        "offset": args.offset,
+        "na_action": args.na_action,
+        "factorization": args.factorization,
+    }
     if args.family is not None:
         if args.streaming or args.ml:
             raise SystemExit(
@@ -71,10 +77,7 @@ def _fit(args: argparse.Namespace) -> int:
             family=args.family,
             link=args.link,
             nAGQ=args.nagq,
-            weights=args.weights,
-            offset=args.offset,
-            na_action=args.na_action,
-            factorization=args.factorization,
+            **shared,
         )
         _save(model, args)
         return 0
@@ -84,12 +87,9 @@ def _fit(args: argparse.Namespace) -> int:
         args.formula,
         _scan(args.data_file),
         reml=not args.ml,
-        weights=args.weights,
-        offset=args.offset,
-        na_action=args.na_action,
-        factorization=args.factorization,
         streaming=args.streaming,
         batch_size=args.batch_size,
+        **shared,
     )
     _save(model, args)
     return 0

@@ -172,24 +172,9 @@ class GramBuilder:
         data = np.empty(len(self._position))
         data[self._position] = np.concatenate(vals)
         ztz = sp.csc_matrix((data, self.indices, self.indptr), shape=(layout.q, layout.q))
-        xy = y.reshape(-1, 1) if x.shape[1] == 0 else np.column_stack([x, y])
-        ztxy = np.zeros((layout.q, xy.shape[1]))
-        for k, term in enumerate(terms):
-            start = layout.term_col_offset[k]
-            stop = start + term.size * term.n_levels
-            gram.accumulate_z_cross(term.codes, term.z, weights, xy, ztxy[start:stop])
-        xyxy = gram.weighted_crossprod(xy, xy, weights)
-        p = x.shape[1]
-        return GramSystem(
-            ztz=ztz,
-            ztx=np.ascontiguousarray(ztxy[:, :p]),
-            zty=np.ascontiguousarray(ztxy[:, p]),
-            xtx=xyxy[:p, :p].copy(),
-            xty=xyxy[:p, p].copy(),
-            yty=float(xyxy[p, p]),
-            n=len(y),
-            sum_log_weights=float(np.log(weights).sum()) if prior_weights else float("nan"),
-        )
+        ztxy, xyxy = cross_products(terms, layout, x, y, weights)
+        sum_log_weights = float(np.log(weights).sum()) if prior_weights else float("nan")
+        return _gram_system(ztz, ztxy, xyxy, len(y), sum_log_weights)
 
 
 @dataclass(frozen=True)
@@ -216,13 +201,7 @@ def build_gram(
         blocks = np.zeros((len(pair_a), term_a.size, term_b.size))
         gram.accumulate_pair_blocks(row_pair, term_a.z, term_b.z, weights, blocks)
         pairs.append(PairBlocks(a, b, pair_a, pair_b, blocks))
-    xy = np.column_stack([x, y])
-    ztxy = np.zeros((layout.q, xy.shape[1]))
-    for k, term in enumerate(terms):
-        start = layout.term_col_offset[k]
-        stop = start + term.size * term.n_levels
-        gram.accumulate_z_cross(term.codes, term.z, weights, xy, ztxy[start:stop])
-    xyxy = gram.weighted_crossprod(xy, xy, weights)
+    ztxy, xyxy = cross_products(terms, layout, x, y, weights)
     return assemble_gram(
         terms, layout, pairs, ztxy, xyxy, len(y), float(np.log(weights).sum())
     )
@@ -257,6 +236,26 @@ def assemble_gram(
     q = layout.q
     small = np.int32 if max(q, len(data)) < np.iinfo(np.int32).max else np.int64
     ztz = sp.csc_matrix((data, indices.astype(small), indptr.astype(small)), shape=(q, q))
+    return _gram_system(ztz, ztxy, xyxy, n, sum_log_weights)
+
+
+def cross_products(
+    terms: list[RandomTerm], layout: Layout, x: np.ndarray, y: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Z'W[X y] (q x p+1) and [X y]'W[X y], one pass over the rows per term."""
+    xy = y.reshape(-1, 1) if x.shape[1] == 0 else np.column_stack([x, y])
+    ztxy = np.zeros((layout.q, xy.shape[1]))
+    for k, term in enumerate(terms):
+        start = layout.term_col_offset[k]
+        stop = start + term.size * term.n_levels
+        gram.accumulate_z_cross(term.codes, term.z, weights, xy, ztxy[start:stop])
+    return ztxy, gram.weighted_crossprod(xy, xy, weights)
+
+
+def _gram_system(
+    ztz: sp.csc_matrix, ztxy: np.ndarray, xyxy: np.ndarray, n: int, sum_log_weights: float
+) -> GramSystem:
+    """The GramSystem from Z'WZ and the cross-products of [X y]."""
     p = xyxy.shape[0] - 1
     return GramSystem(
         ztz=ztz,

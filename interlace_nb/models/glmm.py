@@ -133,7 +133,6 @@ class GeneralizedLinearMixedModel(MixedModelBase):
         self.n_evals_stage0 = 0
         self.fit_seconds = float("nan")
         self.convergence_messages: list[str] = []
-        self.pirls_failures = 0
         if d.dropped_x_names:
             warnings.warn(
                 "fixed-effect model matrix is rank deficient so dropping "
@@ -166,8 +165,6 @@ class GeneralizedLinearMixedModel(MixedModelBase):
             state = self.pirls.run(
                 theta, warm_beta if update_beta else beta, u0, update_beta=update_beta
             )
-        if not state.converged:
-            self.pirls_failures += 1
         self._last_state = state if not update_beta else None
         if np.isfinite(state.penalized_deviance):
             self._warm = (state.beta, state.u)
@@ -186,22 +183,21 @@ class GeneralizedLinearMixedModel(MixedModelBase):
         differs from -2 log-likelihood by a constant of the data.
         """
         params = np.asarray(params, dtype=float)
-        theta = params[: self.n_theta]
         beta = None if self.n_agq == 0 else params[self.n_theta :]
+        return self._objective_at(params[: self.n_theta], beta)
+
+    def _stage0_objective(self, theta: np.ndarray) -> float:
+        """The nAGQ = 0 criterion (beta inside PIRLS), which starts every fit."""
+        return self._objective_at(np.asarray(theta, dtype=float), None)
+
+    def _objective_at(self, theta: np.ndarray, beta: np.ndarray | None) -> float:
+        """The deviance after PIRLS; inf (for the optimiser) where PIRLS fails."""
         try:
             state = self._pirls(theta, beta)
         except PirlsError:
             self._warm = None
             return np.inf
-        return self._deviance(state)
-
-    def _stage0_objective(self, theta: np.ndarray) -> float:
-        try:
-            state = self._pirls(np.asarray(theta, dtype=float), None)
-        except PirlsError:
-            self._warm = None
-            return np.inf
-        return laplace_deviance(self.response, state)
+        return laplace_deviance(self.response, state) if beta is None else self._deviance(state)
 
     # ----------------------------------------------------------------- fit
     def fit(
@@ -227,7 +223,6 @@ class GeneralizedLinearMixedModel(MixedModelBase):
         if theta0.shape != self.theta_lower.shape:
             raise ValueError(f"start['theta'] must have {self.n_theta} values (one per theta)")
         self._warm = None
-        self.pirls_failures = 0
         messages: list[str] = []
         try:
             self._pirls(theta0, None)
