@@ -7,6 +7,7 @@ below (``beta``, ``vcov``, ``scale``, ``spherical_modes``, ...).
 
 from __future__ import annotations
 
+import warnings
 from functools import cached_property
 
 import numpy as np
@@ -88,6 +89,19 @@ class MixedModelBase:
     def scaled_residual_quantiles(self) -> np.ndarray:
         """Min, quartiles and max of ``scaled_residuals()`` (the summary's line)."""
         return np.quantile(self.scaled_residuals(), [0.0, 0.25, 0.5, 0.75, 1.0])
+
+    def _report_design(self) -> str:
+        """Warn about dropped rank-deficient columns; the summary's note on missing rows."""
+        d = self.design
+        if d.dropped_x_names:
+            warnings.warn(
+                "fixed-effect model matrix is rank deficient so dropping "
+                f"{len(d.dropped_x_names)} column(s): {', '.join(d.dropped_x_names)}",
+                stacklevel=4,
+            )
+        if not d.n_dropped:
+            return ""
+        return f"{d.n_dropped} of {d.n_input_rows} rows dropped for missing values"
 
     def _weights_offset_lines(self) -> list[str]:
         """The summary's lines about prior weights and an offset, then a blank line."""

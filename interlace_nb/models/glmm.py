@@ -133,17 +133,7 @@ class GeneralizedLinearMixedModel(MixedModelBase):
         self.n_evals_stage0 = 0
         self.fit_seconds = float("nan")
         self.convergence_messages: list[str] = []
-        if d.dropped_x_names:
-            warnings.warn(
-                "fixed-effect model matrix is rank deficient so dropping "
-                f"{len(d.dropped_x_names)} column(s): {', '.join(d.dropped_x_names)}",
-                stacklevel=3,
-            )
-        n_dropped = d.model_frame.n_dropped
-        self.na_message = (
-            f"{n_dropped} of {d.model_frame.n_input_rows} rows dropped for missing values"
-            if n_dropped else ""
-        )
+        self.na_message = self._report_design()
 
     # ------------------------------------------------------------ objectives
     def _pirls(self, theta: np.ndarray, beta: np.ndarray | None) -> PirlsState:

@@ -96,16 +96,7 @@ class LinearMixedModel(MixedModelBase):
         self.n_evals = 0
         self.fit_seconds = float("nan")
         self.convergence_messages: list[str] = []
-        if d.dropped_x_names:
-            warnings.warn(
-                "fixed-effect model matrix is rank deficient so dropping "
-                f"{len(d.dropped_x_names)} column(s): {', '.join(d.dropped_x_names)}",
-                stacklevel=3,
-            )
-        if d.n_dropped:
-            self.na_message = f"{d.n_dropped} of {d.n_input_rows} rows dropped for missing values"
-        else:
-            self.na_message = ""
+        self.na_message = self._report_design()
 
     # ----------------------------------------------------------------- fitting
     def objective(self, theta: np.ndarray) -> float:
