@@ -212,6 +212,34 @@ def finite_difference_derivatives(
     return grad, hess
 
 
+def gradient_difference_derivatives(
+    fun_and_grad: Callable[[np.ndarray], tuple[float, np.ndarray]],
+    x: np.ndarray,
+    lower: np.ndarray,
+    delta: float = 1e-4,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The exact gradient at ``x`` and the Hessian by central differences of it.
+
+    Forward differences where ``x - delta`` would cross ``lower``; the result is
+    symmetrised. 1 + 2n gradients, against 1 + 2n^2 values for second differences.
+    """
+    n = len(x)
+    _, grad = fun_and_grad(x)
+    hess = np.empty((n, n))
+    for i in range(n):
+        up = np.array(x, dtype=float)
+        up[i] += delta
+        _, grad_up = fun_and_grad(up)
+        down = np.array(x, dtype=float)
+        down[i] -= delta
+        if down[i] >= lower[i]:
+            _, grad_down = fun_and_grad(down)
+            hess[:, i] = (grad_up - grad_down) / (2.0 * delta)
+        else:
+            hess[:, i] = (grad_up - grad) / delta
+    return grad, (hess + hess.T) / 2.0
+
+
 def convergence_messages(
     grad: np.ndarray, hess: np.ndarray, free: np.ndarray, grad_tol: float = 2e-3,
     hess_tol: float = 1e-6,

@@ -99,23 +99,41 @@ class Pirls:
         A warm start that often saves a PIRLS iteration when only beta moves far.
         Call it right after the run that returned ``state`` (the factor is its).
         """
-        predictor = self.predictor
-        layout = predictor.layout
-        shift = (self.x @ (beta - state.beta)).reshape(-1, 1)
-        rhs = np.zeros((layout.q, 1))
+        shift = self.x @ (beta - state.beta)
+        step = self.solve_spd(self.lambda_z_transpose(state.rows.working_weights * shift))
+        return state.u - step
+
+    def z_transpose(self, values: np.ndarray) -> np.ndarray:
+        """Z' values (length q, engine order)."""
+        layout = self.predictor.layout
+        out = np.zeros((layout.q, 1))
+        column = values.reshape(-1, 1)
+        ones = np.ones(len(values))
         for k, term in enumerate(self.terms):
             start = layout.term_col_offset[k]
             stop = start + term.size * term.n_levels
-            gram.accumulate_z_cross(
-                term.codes, term.z, state.rows.working_weights, shift, rhs[start:stop]
-            )
-        scaled = np.empty_like(rhs)
+            gram.accumulate_z_cross(term.codes, term.z, ones, column, out[start:stop])
+        return out[:, 0]
+
+    def lambda_z_transpose(self, values: np.ndarray) -> np.ndarray:
+        """Lambda' Z' values at the predictor's current theta."""
+        layout = self.predictor.layout
+        raw = self.z_transpose(values).reshape(-1, 1)
+        out = np.empty_like(raw)
         lambda_ops.lambda_t_times(
-            rhs, layout.col_block_start, layout.col_pos, layout.col_block_size,
-            layout.col_t_offset, predictor.t_flat, scaled,
+            raw, layout.col_block_start, layout.col_pos, layout.col_block_size,
+            layout.col_t_offset, self.predictor.t_flat, out,
         )
-        step = predictor.system.backward(predictor.system.forward(scaled))
-        return state.u - step[:, 0]
+        return out[:, 0]
+
+    def solve_spd(self, rhs: np.ndarray) -> np.ndarray:
+        """A^-1 rhs with the factor the predictor holds (A = Lambda'Z'WZ Lambda + I)."""
+        system = self.predictor.system
+        return system.backward(system.forward(rhs.reshape(-1, 1)))[:, 0]
+
+    def random_part(self, theta: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """Z Lambda(theta) u per row."""
+        return self._add_random_part(theta, u, np.zeros(self.x.shape[0]))
 
     def same_effects(
         self, u: np.ndarray, theta_old: np.ndarray, theta_new: np.ndarray

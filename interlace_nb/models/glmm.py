@@ -16,11 +16,14 @@ import polars as pl
 
 from .. import results
 from ..design import Design, build_design
+from ..fitting.laplace_gradient import LaplaceGradient
 from ..fitting.lmm import LmmSolution, solve_at
 from ..fitting.optimize import (
     convergence_messages,
     finite_difference_derivatives,
+    gradient_difference_derivatives,
     minimize_bobyqa,
+    minimize_lbfgsb,
 )
 from ..fitting.pirls import Pirls, PirlsError, PirlsState, agq_deviance, laplace_deviance
 from ..linalg import blas_threads_for
@@ -40,6 +43,9 @@ SEPARATION_EPS = 10.0 * np.finfo(float).eps
 #: percent-level errors once the deviance is in the thousands; 1e-3 reproduces the
 #: Hessians glmer reports to about 1e-4 (tests/reference/glmm_reference.json).
 HESSIAN_STEP = 1e-3
+#: Step of the Hessian from differences of the exact Laplace gradient (lme4's deriv12
+#: step; the gradient carries no noise that a smaller step would amplify).
+GRADIENT_HESSIAN_STEP = 1e-4
 
 #: Stopping rule of the nAGQ = 0 stage when it only starts the joint stage (the
 #: joint stage refines theta anyway): 24 instead of 36 evaluations on the 100k
@@ -113,6 +119,12 @@ class GeneralizedLinearMixedModel(MixedModelBase):
         )
         self.predictor = Predictor(self.terms, self.layout, gram, factorization, orders)
         self.pirls = Pirls(self.predictor, self.builder, self.response, d.x)
+        #: the exact gradient of the Laplace deviance where it exists (canonical binomial
+        #: and poisson links); other fits use BOBYQA and second differences of values
+        self.laplace_gradient = (
+            LaplaceGradient(self.pirls)
+            if self.n_agq == 1 and self.response.has_exact_laplace_gradient else None
+        )
         self.theta_lower = np.concatenate([t.theta_lower() for t in self.terms])
         self.n_theta = len(self.theta_lower)
         self.setup_seconds = time.perf_counter() - started
@@ -180,6 +192,22 @@ class GeneralizedLinearMixedModel(MixedModelBase):
         """The nAGQ = 0 criterion (beta inside PIRLS), which starts every fit."""
         return self._objective_at(np.asarray(theta, dtype=float), None)
 
+    def objective_and_gradient(self, params: np.ndarray) -> tuple[float, np.ndarray]:
+        """The Laplace deviance at c(theta, beta) and its exact gradient (canonical
+        binomial and poisson links, nAGQ = 1); (inf, nan) where PIRLS fails."""
+        if self.laplace_gradient is None:
+            raise ValueError(
+                "the exact gradient is offered for nAGQ = 1 fits of binomial or poisson "
+                "responses with their canonical links"
+            )
+        params = np.asarray(params, dtype=float)
+        try:
+            state = self._pirls(params[: self.n_theta], params[self.n_theta :])
+        except PirlsError:
+            self._warm = None
+            return np.inf, np.full(len(params), np.nan)
+        return laplace_deviance(self.response, state), self.laplace_gradient(state)
+
     def _objective_at(self, theta: np.ndarray, beta: np.ndarray | None) -> float:
         """The deviance after PIRLS; inf (for the optimiser) where PIRLS fails."""
         try:
@@ -215,7 +243,7 @@ class GeneralizedLinearMixedModel(MixedModelBase):
         self._warm = None
         messages: list[str] = []
         try:
-            self._pirls(theta0, None)
+            state0 = self._pirls(theta0, None)
         except PirlsError as exc:
             raise FloatingPointError(
                 f"PIRLS failed at the starting values: {exc}. Check that the link suits the "
@@ -223,13 +251,22 @@ class GeneralizedLinearMixedModel(MixedModelBase):
                 f"link is {self.family.canonical_link!r}."
             ) from exc
         with blas_threads_for(self.predictor.dense_size):
-            # Before a Laplace or quadrature stage, the nAGQ = 0 fit is only its start.
-            loose = {} if self.n_agq == 0 else STAGE0_START_TOLERANCES
-            stage0 = minimize_bobyqa(self._stage0_objective, theta0, self.theta_lower, **loose)
-            self.n_evals_stage0 = stage0.n_evals
-            theta = np.maximum(stage0.x, self.theta_lower)
-            self._warm = None
-            state0 = self._pirls(theta, None)
+            if self.laplace_gradient is None:
+                # Before a Laplace or quadrature stage, the nAGQ = 0 fit is only its start.
+                loose = {} if self.n_agq == 0 else STAGE0_START_TOLERANCES
+                stage0 = minimize_bobyqa(
+                    self._stage0_objective, theta0, self.theta_lower, **loose
+                )
+                self.n_evals_stage0 = stage0.n_evals
+                theta = np.maximum(stage0.x, self.theta_lower)
+                self._warm = None
+                state0 = self._pirls(theta, None)
+            else:
+                # With the exact gradient the joint stage starts at theta0 and the fixed
+                # effects of PIRLS there: the nAGQ = 0 optimisation would cost more than
+                # the evaluations it saves (docs/glmm.md).
+                self.n_evals_stage0 = 0
+                theta = theta0
             if self.n_agq == 0:
                 result, params = stage0, theta
                 messages += stage0.messages
@@ -239,10 +276,13 @@ class GeneralizedLinearMixedModel(MixedModelBase):
                     raise ValueError(f"start['beta'] must have {self.n_fixed} values")
                 params0 = np.concatenate([theta, beta0])
                 lower = np.concatenate([self.theta_lower, np.full(self.n_fixed, -np.inf)])
-                result = minimize_bobyqa(
-                    self.objective, params0, lower,
-                    initial_step=self._stage2_step(theta, state0),
-                )
+                if self.laplace_gradient is not None:
+                    result = minimize_lbfgsb(self.objective_and_gradient, params0, lower)
+                else:
+                    result = minimize_bobyqa(
+                        self.objective, params0, lower,
+                        initial_step=self._stage2_step(theta, state0),
+                    )
                 params = np.concatenate(
                     [np.maximum(result.x[: self.n_theta], self.theta_lower),
                      result.x[self.n_theta :]]
@@ -259,7 +299,7 @@ class GeneralizedLinearMixedModel(MixedModelBase):
                 if check_convergence:
                     messages += convergence_messages(grad, hess, free)
             # both optimisers' evaluations (stage 0 is the whole fit for nAGQ = 0)
-            self.n_evals = stage0.n_evals + (result.n_evals if self.n_agq > 0 else 0)
+            self.n_evals = self.n_evals_stage0 + (result.n_evals if self.n_agq > 0 else 0)
             self.optimizer_status = result.status
             self._theta_hat = params[: self.n_theta].copy()
             self._warm = None
@@ -320,9 +360,14 @@ class GeneralizedLinearMixedModel(MixedModelBase):
         """
         steps = 0
         while True:
-            grad, hess = finite_difference_derivatives(
-                self.objective, params, lower, delta=HESSIAN_STEP, f0=value
-            )
+            if self.laplace_gradient is not None:
+                grad, hess = gradient_difference_derivatives(
+                    self.objective_and_gradient, params, lower, delta=GRADIENT_HESSIAN_STEP
+                )
+            else:
+                grad, hess = finite_difference_derivatives(
+                    self.objective, params, lower, delta=HESSIAN_STEP, f0=value
+                )
             if steps == MAX_NEWTON_STEPS:
                 return params, grad, hess, steps
             index = np.flatnonzero(free)

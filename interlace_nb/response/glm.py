@@ -101,6 +101,33 @@ class GlmResponse:
         )
         return eta
 
+    @property
+    def has_exact_laplace_gradient(self) -> bool:
+        """Whether the Laplace deviance's gradient is exact from ``score`` and
+        ``weight_derivative``: binomial or Poisson with the canonical link (the
+        working weights are then the observed information) and -2 log p(y | mu)
+        equal to the deviance plus a constant."""
+        family = self.family
+        return (
+            family.name in ("binomial", "poisson") and family.is_canonical
+            and self._loglik_from_deviance
+        )
+
+    def score(self, state: RowState) -> np.ndarray:
+        """-1/2 d(deviance)/d(eta) per row: w (z - eta)."""
+        return state.working_weights * (state.working_response - state.eta)
+
+    def weight_derivative(self, state: RowState) -> np.ndarray:
+        """d w / d eta per row for a canonical link, where w = prior V(mu): w V'(mu)."""
+        if not self.has_exact_laplace_gradient:
+            raise ValueError(
+                f"the weight derivative is offered for canonical binomial and poisson fits, "
+                f"not {self.family.name} with link {self.family.link!r}"
+            )
+        if self.family.name == "binomial":
+            return state.working_weights * (1.0 - 2.0 * state.mu)
+        return state.working_weights.copy()
+
     # ---------------------------------------------------------- likelihood
     def dispersion_for_aic(self, deviance: float) -> float:
         """The dispersion R's family aic() plugs in: deviance / sum(weights) (or / n)."""
