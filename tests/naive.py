@@ -783,3 +783,23 @@ def dense_laplace(family, link, y, x, z_dense, lam, beta, prior_weights, offset,
     a = zl.T @ (w[:, None] * zl) + np.eye(len(u))
     aic = r_family_aic(family, y, trials, mu, prior_weights, dev)
     return aic + np.linalg.slogdet(a)[1] + u @ u, u
+
+
+def row_pattern_positions(indptr, indices, row_columns):
+    """Twin: position of (row_columns[i, j], row_columns[i, k]) in the CSC data, by lookup."""
+    where = {}
+    for col in range(len(indptr) - 1):
+        for pos in range(indptr[col], indptr[col + 1]):
+            where[(int(indices[pos]), col)] = pos
+    n, m = row_columns.shape
+    out = np.full((n, m, m), -1, dtype=np.int64)
+    for i in range(n):
+        for j in range(m):
+            for k in range(m):
+                out[i, j, k] = where.get((int(row_columns[i, j]), int(row_columns[i, k])), -1)
+    return out
+
+
+def row_leverages(z_lambda_dense, a_dense):
+    """Twin of row_quadratic_forms on a whole A^-1: diag(Z Lambda A^-1 Lambda'Z')."""
+    return np.einsum("ij,jk,ik->i", z_lambda_dense, np.linalg.inv(a_dense), z_lambda_dense)
