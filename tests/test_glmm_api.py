@@ -295,15 +295,24 @@ def test_warm_start_keeps_the_random_effects_when_theta_moves():
     np.testing.assert_allclose(model.predictor.lambda_times(moved), b_old, atol=1e-12)
 
 
-def test_first_order_warm_start_for_beta_is_closer_than_the_old_modes(cbpp):
+@pytest.mark.parametrize("moves_theta", [False, True])
+def test_first_order_warm_start_is_closer_than_the_old_modes(cbpp, moves_theta):
     model = ib.GeneralizedLinearMixedModel(CBPP_FORMULA, cbpp, family="binomial")
     theta = np.array([0.6])
     beta = np.array([-1.4, -1.0, -1.1, -1.6])
     state = model.pirls.run(theta, beta, np.zeros(model.layout.q), update_beta=False)
+    moved_theta = theta + (0.05 if moves_theta else 0.0)
     moved_beta = beta + np.array([0.05, -0.03, 0.02, 0.04])
-    guess = model.pirls.follow_beta(state, moved_beta)
-    exact = model.pirls.run(theta, moved_beta, state.u, update_beta=False).u
-    assert np.abs(guess - exact).max() < 0.1 * np.abs(state.u - exact).max()
+    half_theta, half_beta = (theta + moved_theta) / 2, (beta + moved_beta) / 2
+    # both guesses first: follow() needs the factor of the run that returned state
+    guess = model.pirls.follow(state, moved_theta, moved_beta)
+    half = model.pirls.follow(state, half_theta, half_beta)
+    exact = model.pirls.run(moved_theta, moved_beta, state.u, update_beta=False).u
+    exact_half = model.pirls.run(half_theta, half_beta, state.u, update_beta=False).u
+    error = np.abs(guess - exact).max()
+    assert error < 0.1 * np.abs(state.u - exact).max()
+    # first order: halving the move quarters the error
+    assert np.abs(half - exact_half).max() < 0.35 * error
 
 
 # ------------------------------------------------------------ command line

@@ -69,6 +69,7 @@ class LaplaceGradient:
         pirls = self.pirls
         predictor = pirls.predictor
         response = pirls.response
+        predictor.set_theta(state.theta)
         rows = state.rows
         weights = rows.working_weights
         score = response.score(rows)
@@ -76,7 +77,7 @@ class LaplaceGradient:
         leverage = np.empty(len(weights))
         laplace.row_quadratic_forms(inverse, self._positions, self._row_values(), leverage)
         v = response.weight_derivative(rows) * leverage
-        adjoint = pirls.solve_spd(pirls.lambda_z_transpose(v))
+        adjoint = pirls.solve_spd(pirls.lambda_z_transpose(v, state.theta))
         rho = v - 2.0 * score - weights * pirls.random_part(state.theta, adjoint)
         grad_beta = pirls.x.T @ rho
         z_rho = pirls.z_transpose(rho)

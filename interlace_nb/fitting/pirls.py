@@ -92,16 +92,28 @@ class Pirls:
             effects.add_random_effects(term.codes, term.z, np.ascontiguousarray(block), eta)
         return eta
 
-    def follow_beta(self, state: PirlsState, beta: np.ndarray) -> np.ndarray:
-        """The modes moved to first order for a new beta, with the factor PIRLS left at
-        ``state``: u - A^-1 Lambda'Z'W X (beta - beta_state), A = Lambda'Z'WZ Lambda + I.
+    def follow(self, state: PirlsState, theta: np.ndarray, beta: np.ndarray) -> np.ndarray:
+        """The modes moved to first order to new (theta, beta), with the factor PIRLS left
+        at ``state``: u + A^-1 (dLambda'Z's - Lambda'Z'W (Z dLambda u + X dbeta)), where
+        dLambda = Lambda(theta) - Lambda(theta_state) (Lambda is linear in theta), s the
+        score and A = Lambda'Z'WZ Lambda + I the Hessian of the penalised deviance in u
+        (for canonical links; a Fisher-scoring step otherwise).
 
-        A warm start that often saves a PIRLS iteration when only beta moves far.
+        A warm start that saves PIRLS iterations when the optimiser moves far.
         Call it right after the run that returned ``state`` (the factor is its).
         """
-        shift = self.x @ (beta - state.beta)
-        step = self.solve_spd(self.lambda_z_transpose(state.rows.working_weights * shift))
-        return state.u - step
+        rows = state.rows
+        score = self.response.score(rows)
+        moved = self.random_part(theta, state.u) - self.random_part(state.theta, state.u)
+        moved += self.x @ (beta - state.beta)
+        new_scale = self.lambda_z_transpose(score, theta)
+        old_scale = self.lambda_z_transpose(score + rows.working_weights * moved, state.theta)
+        return state.u + self.solve_spd(new_scale - old_scale)
+
+    def penalized_deviance(self, theta: np.ndarray, beta: np.ndarray, u: np.ndarray) -> float:
+        """D(y, mu) + |u|^2 at (theta, beta, u); inf outside the family's domain."""
+        rows = self.response.evaluate_checked(self.linear_predictor(theta, beta, u))
+        return rows.deviance + float(u @ u)
 
     def z_transpose(self, values: np.ndarray) -> np.ndarray:
         """Z' values (length q, engine order)."""
@@ -115,9 +127,10 @@ class Pirls:
             gram.accumulate_z_cross(term.codes, term.z, ones, column, out[start:stop])
         return out[:, 0]
 
-    def lambda_z_transpose(self, values: np.ndarray) -> np.ndarray:
-        """Lambda' Z' values at the predictor's current theta."""
+    def lambda_z_transpose(self, values: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        """Lambda(theta)' Z' values."""
         layout = self.predictor.layout
+        self.predictor.set_theta(theta)
         raw = self.z_transpose(values).reshape(-1, 1)
         out = np.empty_like(raw)
         lambda_ops.lambda_t_times(

@@ -151,27 +151,43 @@ class GeneralizedLinearMixedModel(MixedModelBase):
     def _pirls(self, theta: np.ndarray, beta: np.ndarray | None) -> PirlsState:
         """PIRLS at theta (beta fixed, or inside PIRLS when None), warm-started."""
         update_beta = beta is None
-        if self._warm is None:
+        state = None
+        if self._warm is not None:
+            warm_beta = self._warm[0] if update_beta else beta
+            try:
+                state = self.pirls.run(
+                    theta, warm_beta, self._warm_start(theta, beta), update_beta=update_beta
+                )
+            except PirlsError:
+                state = None  # a warm start PIRLS could not recover from: start cold
+        if state is None:
             state = self.pirls.run(
                 theta, np.zeros(self.n_fixed), np.zeros(self.layout.q), update_beta=True,
                 eta_start=self.response.start_eta(),
             )
             if not update_beta:
                 state = self.pirls.run(theta, beta, state.u, update_beta=False)
-        else:
-            warm_beta, warm_u = self._warm
-            last = self._last_state
-            if not update_beta and last is not None and np.array_equal(last.u, warm_u):
-                warm_u = self.pirls.follow_beta(last, beta)
-            u0 = self.pirls.same_effects(warm_u, self._warm_theta, theta)
-            state = self.pirls.run(
-                theta, warm_beta if update_beta else beta, u0, update_beta=update_beta
-            )
         self._last_state = state if not update_beta else None
         if np.isfinite(state.penalized_deviance):
             self._warm = (state.beta, state.u)
             self._warm_theta = np.array(theta, dtype=float)
         return state
+
+    def _warm_start(self, theta: np.ndarray, beta: np.ndarray | None) -> np.ndarray:
+        """The modes to start PIRLS from: the last ones with the same random effects
+        b = Lambda u, or, with beta fixed right after a run, the first-order move of
+        that run's modes, whichever has the lower penalised deviance (the first-order
+        move is the better start for small steps and can be far off for large ones)."""
+        warm_u = self._warm[1]
+        u0 = self.pirls.same_effects(warm_u, self._warm_theta, theta)
+        last = self._last_state
+        if beta is not None and last is not None and np.array_equal(last.u, warm_u):
+            moved = self.pirls.follow(last, theta, beta)
+            if self.pirls.penalized_deviance(theta, beta, moved) < (
+                self.pirls.penalized_deviance(theta, beta, u0)
+            ):
+                return moved
+        return u0
 
     def _deviance(self, state: PirlsState) -> float:
         if self.n_agq > 1:
