@@ -1,4 +1,4 @@
-"""The exact gradient of the Laplace deviance (fitting/laplace_gradient.py).
+"""The exact gradient of the Laplace deviance (fitting/laplace_gradient.py), nAGQ = 1 and 0.
 
 Checked against central differences of the deviance itself at points away
 from the optimum, on both factorisations, with random slopes, cbind and
@@ -55,9 +55,9 @@ CASES = {
 }
 
 
-def _model(name: str) -> ib.GeneralizedLinearMixedModel:
+def _model(name: str, n_agq: int = 1) -> ib.GeneralizedLinearMixedModel:
     formula, data_file, kwargs = CASES[name]
-    kwargs = dict(kwargs)
+    kwargs = dict(kwargs, nAGQ=n_agq)
     family = kwargs.pop("family", "poisson" if "poisson" in name else "binomial")
     data = _large_crossed() if data_file is None else load_dataset(data_file)
     with warnings.catch_warnings():
@@ -87,6 +87,24 @@ def test_gradient_matches_central_differences(name):
         for e in np.eye(len(params))
     ])
     # rounding of a deviance D over a step h leaves about 1e-15 D / h in the difference
+    noise = 1e-15 * abs(value) / step
+    assert np.abs(grad - numeric).max() <= 1e-6 * np.abs(numeric).max() + 100 * noise
+
+
+@pytest.mark.parametrize(
+    "name", ["cbpp_cbind", "crossed_cholmod", "random_slope", "grouseticks", "large_q"]
+)
+def test_fast_mode_gradient_matches_central_differences(name):
+    """nAGQ = 0: beta is optimised inside PIRLS, so it follows theta in the gradient."""
+    model = _model(name, n_agq=0)
+    theta = model.theta + 0.07
+    value, grad = model.objective_and_gradient(theta)
+    assert value == pytest.approx(model.objective(theta), rel=1e-12)
+    step = 1e-5
+    numeric = np.array([
+        (model.objective(theta + step * e) - model.objective(theta - step * e)) / (2 * step)
+        for e in np.eye(len(theta))
+    ])
     noise = 1e-15 * abs(value) / step
     assert np.abs(grad - numeric).max() <= 1e-6 * np.abs(numeric).max() + 100 * noise
 

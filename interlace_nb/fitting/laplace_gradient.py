@@ -26,6 +26,7 @@ solve and a few passes over the rows: about two factorisations.
 from __future__ import annotations
 
 import numpy as np
+from scipy.linalg import cho_solve
 
 from ..kernels import laplace
 from .gradient import theta_positions
@@ -63,9 +64,13 @@ class LaplaceGradient:
             blocks.append(term.z @ t)
         return np.ascontiguousarray(np.column_stack(blocks))
 
-    def __call__(self, state: PirlsState) -> np.ndarray:
+    def __call__(self, state: PirlsState, *, beta_inside: bool = False) -> np.ndarray:
         """df/d(theta, beta) at ``state``; call right after the PIRLS run that returned
-        it (the predictor must hold that run's final factor)."""
+        it (the predictor must hold that run's final factor and Gram blocks).
+
+        ``beta_inside`` (nAGQ = 0: PIRLS optimised beta with u) gives df/dtheta
+        alone, with beta following theta through the joint system.
+        """
         pirls = self.pirls
         predictor = pirls.predictor
         response = pirls.response
@@ -77,9 +82,13 @@ class LaplaceGradient:
         leverage = np.empty(len(weights))
         laplace.row_quadratic_forms(inverse, self._positions, self._row_values(), leverage)
         v = response.weight_derivative(rows) * leverage
-        adjoint = pirls.solve_spd(pirls.lambda_z_transpose(v, state.theta))
-        rho = v - 2.0 * score - weights * pirls.random_part(state.theta, adjoint)
-        grad_beta = pirls.x.T @ rho
+        adjoint_rhs = pirls.lambda_z_transpose(v, state.theta)
+        if beta_inside:
+            adjoint, fixed_part = self._joint_solve(adjoint_rhs, pirls.x.T @ v, state)
+        else:
+            adjoint, fixed_part = pirls.solve_spd(adjoint_rhs), 0.0
+        zeta = pirls.random_part(state.theta, adjoint) + fixed_part
+        rho = v - 2.0 * score - weights * zeta
         z_rho = pirls.z_transpose(rho)
         z_score = pirls.z_transpose(score)
         explicit = predictor.scaled_gram_gradient(inverse)
@@ -96,4 +105,18 @@ class LaplaceGradient:
                 float(z_rho[rows_r] @ u[rows_c]) + float(z_score[rows_r] @ adjoint[rows_c])
                 + float(explicit[int(layout.term_t_offset[k]) + row * size + col])
             )
-        return np.concatenate([grad_theta, grad_beta])
+        if beta_inside:
+            return grad_theta
+        return np.concatenate([grad_theta, pirls.x.T @ rho])
+
+    def _joint_solve(
+        self, rhs_u: np.ndarray, rhs_beta: np.ndarray, state: PirlsState
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Solve [[A, F], [F', X'WX]] [a; c] = [rhs_u; rhs_beta] (F = Lambda'Z'WX) with the
+        factor of A and R_X (R_X'R_X = X'WX - F'A^-1 F); returns (a, X c)."""
+        pirls = self.pirls
+        p = pirls.x.shape[1]
+        f = pirls.predictor.scaled_rhs[:, :p]
+        solved = pirls.solve_spd(np.column_stack([rhs_u, f]))
+        c = cho_solve((state.rx, False), rhs_beta - f.T @ solved[:, 0])
+        return solved[:, 0] - solved[:, 1:] @ c, pirls.x @ c

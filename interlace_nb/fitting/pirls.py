@@ -140,9 +140,11 @@ class Pirls:
         return out[:, 0]
 
     def solve_spd(self, rhs: np.ndarray) -> np.ndarray:
-        """A^-1 rhs with the factor the predictor holds (A = Lambda'Z'WZ Lambda + I)."""
+        """A^-1 rhs (a vector or columns) with the factor the predictor holds
+        (A = Lambda'Z'WZ Lambda + I)."""
         system = self.predictor.system
-        return system.backward(system.forward(rhs.reshape(-1, 1)))[:, 0]
+        solved = system.backward(system.forward(rhs.reshape(len(rhs), -1)))
+        return solved.reshape(rhs.shape)
 
     def random_part(self, theta: np.ndarray, u: np.ndarray) -> np.ndarray:
         """Z Lambda(theta) u per row."""

@@ -120,10 +120,10 @@ class GeneralizedLinearMixedModel(MixedModelBase):
         self.predictor = Predictor(self.terms, self.layout, gram, factorization, orders)
         self.pirls = Pirls(self.predictor, self.builder, self.response, d.x)
         #: the exact gradient of the Laplace deviance where it exists (canonical binomial
-        #: and poisson links); other fits use BOBYQA and second differences of values
+        #: and poisson links, nAGQ <= 1); other fits use BOBYQA and second differences
         self.laplace_gradient = (
             LaplaceGradient(self.pirls)
-            if self.n_agq == 1 and self.response.has_exact_laplace_gradient else None
+            if self.n_agq <= 1 and self.response.has_exact_laplace_gradient else None
         )
         self.theta_lower = np.concatenate([t.theta_lower() for t in self.terms])
         self.n_theta = len(self.theta_lower)
@@ -209,20 +209,22 @@ class GeneralizedLinearMixedModel(MixedModelBase):
         return self._objective_at(np.asarray(theta, dtype=float), None)
 
     def objective_and_gradient(self, params: np.ndarray) -> tuple[float, np.ndarray]:
-        """The Laplace deviance at c(theta, beta) and its exact gradient (canonical
-        binomial and poisson links, nAGQ = 1); (inf, nan) where PIRLS fails."""
+        """``objective`` and its exact gradient (canonical binomial and poisson links,
+        nAGQ <= 1); (inf, nan) where PIRLS fails."""
         if self.laplace_gradient is None:
             raise ValueError(
-                "the exact gradient is offered for nAGQ = 1 fits of binomial or poisson "
+                "the exact gradient is offered for nAGQ = 0 or 1 fits of binomial or poisson "
                 "responses with their canonical links"
             )
         params = np.asarray(params, dtype=float)
+        beta = None if self.n_agq == 0 else params[self.n_theta :]
         try:
-            state = self._pirls(params[: self.n_theta], params[self.n_theta :])
+            state = self._pirls(params[: self.n_theta], beta)
         except PirlsError:
             self._warm = None
             return np.inf, np.full(len(params), np.nan)
-        return laplace_deviance(self.response, state), self.laplace_gradient(state)
+        gradient = self.laplace_gradient(state, beta_inside=beta is None)
+        return laplace_deviance(self.response, state), gradient
 
     def _objective_at(self, theta: np.ndarray, beta: np.ndarray | None) -> float:
         """The deviance after PIRLS; inf (for the optimiser) where PIRLS fails."""
@@ -277,6 +279,10 @@ class GeneralizedLinearMixedModel(MixedModelBase):
                 theta = np.maximum(stage0.x, self.theta_lower)
                 self._warm = None
                 state0 = self._pirls(theta, None)
+            elif self.n_agq == 0:
+                stage0 = minimize_lbfgsb(self.objective_and_gradient, theta0, self.theta_lower)
+                self.n_evals_stage0 = stage0.n_evals
+                theta = np.maximum(stage0.x, self.theta_lower)
             else:
                 # With the exact gradient the joint stage starts at theta0 and the fixed
                 # effects of PIRLS there: the nAGQ = 0 optimisation would cost more than
