@@ -19,6 +19,7 @@ from ..design import Design, build_design
 from ..fitting.laplace_gradient import LaplaceGradient
 from ..fitting.lmm import LmmSolution, solve_at
 from ..fitting.optimize import (
+    OptimResult,
     convergence_messages,
     finite_difference_derivatives,
     gradient_difference_derivatives,
@@ -269,57 +270,16 @@ class GeneralizedLinearMixedModel(MixedModelBase):
                 f"link is {self.family.canonical_link!r}."
             ) from exc
         with blas_threads_for(self.predictor.dense_size):
-            if self.laplace_gradient is None:
-                # Before a Laplace or quadrature stage, the nAGQ = 0 fit is only its start.
-                loose = {} if self.n_agq == 0 else STAGE0_START_TOLERANCES
-                stage0 = minimize_bobyqa(
-                    self._stage0_objective, theta0, self.theta_lower, **loose
-                )
-                self.n_evals_stage0 = stage0.n_evals
-                theta = np.maximum(stage0.x, self.theta_lower)
-                self._warm = None
-                state0 = self._pirls(theta, None)
-            elif self.n_agq == 0:
-                stage0 = minimize_lbfgsb(self.objective_and_gradient, theta0, self.theta_lower)
-                self.n_evals_stage0 = stage0.n_evals
-                theta = np.maximum(stage0.x, self.theta_lower)
-            else:
-                # With the exact gradient the joint stage starts at theta0 and the fixed
-                # effects of PIRLS there: the nAGQ = 0 optimisation would cost more than
-                # the evaluations it saves (docs/glmm.md).
-                self.n_evals_stage0 = 0
-                theta = theta0
+            theta, state0, stage0 = self._first_stage(theta0, state0)
             if self.n_agq == 0:
                 result, params = stage0, theta
-                messages += stage0.messages
             else:
-                beta0 = np.asarray(start.get("beta", state0.beta), dtype=float)
-                if beta0.shape != (self.n_fixed,):
-                    raise ValueError(f"start['beta'] must have {self.n_fixed} values")
-                params0 = np.concatenate([theta, beta0])
-                lower = np.concatenate([self.theta_lower, np.full(self.n_fixed, -np.inf)])
-                if self.laplace_gradient is not None:
-                    result = minimize_lbfgsb(self.objective_and_gradient, params0, lower)
-                else:
-                    result = minimize_bobyqa(
-                        self.objective, params0, lower,
-                        initial_step=self._stage2_step(theta, state0),
-                    )
-                params = np.concatenate(
-                    [np.maximum(result.x[: self.n_theta], self.theta_lower),
-                     result.x[self.n_theta :]]
-                )
-                messages += result.messages
-                at_bound = (self.theta_lower == 0.0) & (
-                    params[: self.n_theta] < SINGULAR_TOLERANCE
-                )
-                free = np.concatenate([~at_bound, np.ones(self.n_fixed, dtype=bool)])
-                params, grad, hess, self.newton_steps = self._newton_polish(
-                    params, result.fun, lower, free
-                )
-                self.gradient, self.hessian = grad, hess
+                result, params = self._joint_stage(theta, state0, start.get("beta"))
                 if check_convergence:
-                    messages += convergence_messages(grad, hess, free)
+                    messages += convergence_messages(
+                        self.gradient, self.hessian, self._free(params)
+                    )
+            messages = result.messages + messages
             # both optimisers' evaluations (stage 0 is the whole fit for nAGQ = 0)
             self.n_evals = self.n_evals_stage0 + (result.n_evals if self.n_agq > 0 else 0)
             self.optimizer_status = result.status
@@ -359,6 +319,59 @@ class GeneralizedLinearMixedModel(MixedModelBase):
                 stacklevel=_stacklevel,
             )
         return self
+
+    def _first_stage(
+        self, theta0: np.ndarray, state0: PirlsState
+    ) -> tuple[np.ndarray, PirlsState, OptimResult | None]:
+        """The nAGQ = 0 optimisation over theta: the whole fit for nAGQ = 0, else the
+        start of the joint stage. Returns theta, the PIRLS state there and the
+        optimiser's result (None when the joint stage starts at theta0)."""
+        if self.laplace_gradient is None:
+            # Before a Laplace or quadrature stage, the nAGQ = 0 fit is only its start.
+            loose = {} if self.n_agq == 0 else STAGE0_START_TOLERANCES
+            stage0 = minimize_bobyqa(self._stage0_objective, theta0, self.theta_lower, **loose)
+        elif self.n_agq == 0:
+            stage0 = minimize_lbfgsb(self.objective_and_gradient, theta0, self.theta_lower)
+        else:
+            # With the exact gradient the joint stage starts at theta0 and the fixed effects
+            # of PIRLS there: the nAGQ = 0 optimisation would cost more evaluations than
+            # it saves (docs/glmm.md).
+            self.n_evals_stage0 = 0
+            return theta0, state0, None
+        self.n_evals_stage0 = stage0.n_evals
+        theta = np.maximum(stage0.x, self.theta_lower)
+        self._warm = None
+        return theta, self._pirls(theta, None), stage0
+
+    def _joint_stage(
+        self, theta: np.ndarray, state0: PirlsState, beta_start: np.ndarray | None
+    ) -> tuple[OptimResult, np.ndarray]:
+        """Optimise the Laplace (or AGQ) deviance over (theta, beta) from theta and the
+        fixed effects of ``state0``, then polish by Newton steps; sets ``gradient``,
+        ``hessian`` and ``newton_steps``. Returns the optimiser's result and the point."""
+        beta0 = np.asarray(state0.beta if beta_start is None else beta_start, dtype=float)
+        if beta0.shape != (self.n_fixed,):
+            raise ValueError(f"start['beta'] must have {self.n_fixed} values")
+        params0 = np.concatenate([theta, beta0])
+        lower = np.concatenate([self.theta_lower, np.full(self.n_fixed, -np.inf)])
+        if self.laplace_gradient is not None:
+            result = minimize_lbfgsb(self.objective_and_gradient, params0, lower)
+        else:
+            result = minimize_bobyqa(
+                self.objective, params0, lower, initial_step=self._stage2_step(theta, state0)
+            )
+        params = np.concatenate(
+            [np.maximum(result.x[: self.n_theta], self.theta_lower), result.x[self.n_theta :]]
+        )
+        params, self.gradient, self.hessian, self.newton_steps = self._newton_polish(
+            params, result.fun, lower, self._free(params)
+        )
+        return result, params
+
+    def _free(self, params: np.ndarray) -> np.ndarray:
+        """The joint parameters not on a bound (theta at zero is)."""
+        at_bound = (self.theta_lower == 0.0) & (params[: self.n_theta] < SINGULAR_TOLERANCE)
+        return np.concatenate([~at_bound, np.ones(self.n_fixed, dtype=bool)])
 
     def _stage2_step(self, theta: np.ndarray, state0: PirlsState) -> np.ndarray:
         """First trust region of the joint stage, around the nAGQ = 0 estimates: a tenth
