@@ -1,9 +1,12 @@
 """GeneralizedLinearMixedModel: PIRLS, Laplace and adaptive Gauss-Hermite fits as lme4::glmer.
 
-Two stages, as glmer: nAGQ = 0 optimises theta with beta inside PIRLS (the
-fast mode); nAGQ >= 1 then optimises (theta, beta) jointly from that start,
-with PIRLS over u alone and the Laplace (nAGQ = 1) or adaptive
-Gauss-Hermite (nAGQ > 1, one scalar term) deviance as the objective.
+nAGQ = 0 (the fast mode) optimises theta with beta inside PIRLS; nAGQ >= 1
+optimises (theta, beta) jointly, with PIRLS over u alone and the Laplace
+(nAGQ = 1) or adaptive Gauss-Hermite (nAGQ > 1, one scalar term) deviance as
+the objective. Canonical binomial and Poisson fits (nAGQ <= 1) use L-BFGS-B
+on the exact gradient (fitting/laplace_gradient.py), the Laplace stage from
+the start values; the others start the joint stage from the nAGQ = 0 fit
+with BOBYQA in both stages, as glmer does.
 """
 
 from __future__ import annotations
@@ -206,7 +209,7 @@ class GeneralizedLinearMixedModel(MixedModelBase):
         return self._objective_at(params[: self.n_theta], beta)
 
     def _stage0_objective(self, theta: np.ndarray) -> float:
-        """The nAGQ = 0 criterion (beta inside PIRLS), which starts every fit."""
+        """The nAGQ = 0 criterion (beta inside PIRLS)."""
         return self._objective_at(np.asarray(theta, dtype=float), None)
 
     def objective_and_gradient(self, params: np.ndarray) -> tuple[float, np.ndarray]:
@@ -244,8 +247,9 @@ class GeneralizedLinearMixedModel(MixedModelBase):
         check_convergence: bool = True,
         _stacklevel: int = 2,
     ) -> GeneralizedLinearMixedModel:
-        """Optimise the nAGQ = 0 criterion over theta, then (nAGQ >= 1) the Laplace or
-        AGQ deviance over (theta, beta) from there; returns self.
+        """Optimise the nAGQ = 0 criterion over theta (the fit for nAGQ = 0, the start
+        for BOBYQA fits), then (nAGQ >= 1) the Laplace or AGQ deviance over
+        (theta, beta); returns self.
 
         ``start`` may give ``theta`` (and ``beta`` for the second stage).
         Doubtful convergence raises a ConvergenceWarning, a boundary fit a
