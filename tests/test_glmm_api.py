@@ -305,14 +305,30 @@ def test_first_order_warm_start_is_closer_than_the_old_modes(cbpp, moves_theta):
     moved_beta = beta + np.array([0.05, -0.03, 0.02, 0.04])
     half_theta, half_beta = (theta + moved_theta) / 2, (beta + moved_beta) / 2
     # both guesses first: follow() needs the factor of the run that returned state
-    guess = model.pirls.follow(state, moved_theta, moved_beta)
-    half = model.pirls.follow(state, half_theta, half_beta)
+    guess, _ = model.pirls.follow(state, moved_theta, moved_beta)
+    half, _ = model.pirls.follow(state, half_theta, half_beta)
     exact = model.pirls.run(moved_theta, moved_beta, state.u, update_beta=False).u
     exact_half = model.pirls.run(half_theta, half_beta, state.u, update_beta=False).u
     error = np.abs(guess - exact).max()
     assert error < 0.1 * np.abs(state.u - exact).max()
     # first order: halving the move quarters the error
     assert np.abs(half - exact_half).max() < 0.35 * error
+
+
+def test_first_order_warm_start_with_beta_inside_pirls(cbpp):
+    """nAGQ = 0: u and beta move together through PIRLS's joint system."""
+    model = ib.GeneralizedLinearMixedModel(CBPP_FORMULA, cbpp, family="binomial", nAGQ=0)
+    theta = np.array([0.6])
+    state = model.pirls.run(theta, np.zeros(4), np.zeros(model.layout.q), update_beta=True)
+    steps = (0.04, 0.02)
+    guesses = [model.pirls.follow(state, theta + step, None) for step in steps]
+    errors = []
+    for step, (u, beta) in zip(steps, guesses, strict=True):
+        exact = model.pirls.run(theta + step, state.beta, state.u, update_beta=True)
+        errors.append(max(np.abs(u - exact.u).max(), np.abs(beta - exact.beta).max()))
+        moved = max(np.abs(state.u - exact.u).max(), np.abs(state.beta - exact.beta).max())
+        assert errors[-1] < 0.1 * moved
+    assert errors[1] < 0.35 * errors[0]
 
 
 # ------------------------------------------------------------ command line

@@ -26,7 +26,6 @@ solve and a few passes over the rows: about two factorisations.
 from __future__ import annotations
 
 import numpy as np
-from scipy.linalg import cho_solve
 
 from ..kernels import laplace
 from .gradient import theta_positions
@@ -84,7 +83,8 @@ class LaplaceGradient:
         v = response.weight_derivative(rows) * leverage
         adjoint_rhs = pirls.lambda_z_transpose(v, state.theta)
         if beta_inside:
-            adjoint, fixed_part = self._joint_solve(adjoint_rhs, pirls.x.T @ v, state)
+            adjoint, c = pirls.solve_joint(adjoint_rhs, pirls.x.T @ v, state)
+            fixed_part = pirls.x @ c
         else:
             adjoint, fixed_part = pirls.solve_spd(adjoint_rhs), 0.0
         zeta = pirls.random_part(state.theta, adjoint) + fixed_part
@@ -108,15 +108,3 @@ class LaplaceGradient:
         if beta_inside:
             return grad_theta
         return np.concatenate([grad_theta, pirls.x.T @ rho])
-
-    def _joint_solve(
-        self, rhs_u: np.ndarray, rhs_beta: np.ndarray, state: PirlsState
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Solve [[A, F], [F', X'WX]] [a; c] = [rhs_u; rhs_beta] (F = Lambda'Z'WX) with the
-        factor of A and R_X (R_X'R_X = X'WX - F'A^-1 F); returns (a, X c)."""
-        pirls = self.pirls
-        p = pirls.x.shape[1]
-        f = pirls.predictor.scaled_rhs[:, :p]
-        solved = pirls.solve_spd(np.column_stack([rhs_u, f]))
-        c = cho_solve((state.rx, False), rhs_beta - f.T @ solved[:, 0])
-        return solved[:, 0] - solved[:, 1:] @ c, pirls.x @ c

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.linalg import cho_solve
 
 from ..kernels import effects, gram, lambda_ops
 from ..predictor import GramBuilder, Predictor
@@ -92,23 +93,44 @@ class Pirls:
             effects.add_random_effects(term.codes, term.z, np.ascontiguousarray(block), eta)
         return eta
 
-    def follow(self, state: PirlsState, theta: np.ndarray, beta: np.ndarray) -> np.ndarray:
-        """The modes moved to first order to new (theta, beta), with the factor PIRLS left
-        at ``state``: u + A^-1 (dLambda'Z's - Lambda'Z'W (Z dLambda u + X dbeta)), where
+    def follow(
+        self, state: PirlsState, theta: np.ndarray, beta: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(u, beta) moved to first order to new (theta, beta), with the factor PIRLS left
+        at ``state``: du = A^-1 (dLambda'Z's - Lambda'Z'W (Z dLambda u + X dbeta)), where
         dLambda = Lambda(theta) - Lambda(theta_state) (Lambda is linear in theta), s the
         score and A = Lambda'Z'WZ Lambda + I the Hessian of the penalised deviance in u
-        (for canonical links; a Fisher-scoring step otherwise).
+        (for canonical links; a Fisher-scoring step otherwise). With ``beta`` None
+        (nAGQ = 0: beta inside PIRLS) beta moves too, through the joint system.
 
         A warm start that saves PIRLS iterations when the optimiser moves far.
         Call it right after the run that returned ``state`` (the factor is its).
         """
         rows = state.rows
+        weights = rows.working_weights
         score = self.response.score(rows)
         moved = self.random_part(theta, state.u) - self.random_part(state.theta, state.u)
-        moved += self.x @ (beta - state.beta)
-        new_scale = self.lambda_z_transpose(score, theta)
-        old_scale = self.lambda_z_transpose(score + rows.working_weights * moved, state.theta)
-        return state.u + self.solve_spd(new_scale - old_scale)
+        if beta is not None:
+            moved += self.x @ (beta - state.beta)
+        rhs = self.lambda_z_transpose(score, theta) - self.lambda_z_transpose(
+            score + weights * moved, state.theta
+        )
+        if beta is not None:
+            return state.u + self.solve_spd(rhs), beta
+        du, dbeta = self.solve_joint(rhs, -self.x.T @ (weights * moved), state)
+        return state.u + du, state.beta + dbeta
+
+    def solve_joint(
+        self, rhs_u: np.ndarray, rhs_beta: np.ndarray, state: PirlsState
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Solve PIRLS's joint system [[A, F], [F', X'WX]] [a; c] = [rhs_u; rhs_beta]
+        (F = Lambda'Z'WX) with the factor of A and R_X (R_X'R_X = X'WX - F'A^-1 F), as a
+        run with beta inside PIRLS leaves them. Returns (a, c)."""
+        p = self.x.shape[1]
+        f = self.predictor.scaled_rhs[:, :p]
+        solved = self.solve_spd(np.column_stack([rhs_u, f]))
+        c = cho_solve((state.rx, False), rhs_beta - f.T @ solved[:, 0])
+        return solved[:, 0] - solved[:, 1:] @ c, c
 
     def penalized_deviance(self, theta: np.ndarray, beta: np.ndarray, u: np.ndarray) -> float:
         """D(y, mu) + |u|^2 at (theta, beta, u); inf outside the family's domain."""

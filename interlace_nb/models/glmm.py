@@ -135,7 +135,8 @@ class GeneralizedLinearMixedModel(MixedModelBase):
         self._state: PirlsState | None = None
         self._warm: tuple[np.ndarray, np.ndarray] | None = None
         self._warm_theta = np.zeros(0)
-        self._last_state: PirlsState | None = None
+        #: the last PIRLS run and whether beta was inside it (for first-order warm starts)
+        self._last_run: tuple[PirlsState | None, bool] = (None, False)
         self._theta_hat = np.zeros(0)
         self._beta_hat = np.zeros(0)
         self._objective_value = float("nan")
@@ -157,11 +158,9 @@ class GeneralizedLinearMixedModel(MixedModelBase):
         update_beta = beta is None
         state = None
         if self._warm is not None:
-            warm_beta = self._warm[0] if update_beta else beta
+            beta0, u0 = self._warm_start(theta, beta)
             try:
-                state = self.pirls.run(
-                    theta, warm_beta, self._warm_start(theta, beta), update_beta=update_beta
-                )
+                state = self.pirls.run(theta, beta0, u0, update_beta=update_beta)
             except PirlsError:
                 state = None  # a warm start PIRLS could not recover from: start cold
         if state is None:
@@ -171,27 +170,33 @@ class GeneralizedLinearMixedModel(MixedModelBase):
             )
             if not update_beta:
                 state = self.pirls.run(theta, beta, state.u, update_beta=False)
-        self._last_state = state if not update_beta else None
+        self._last_run = (state, update_beta)
         if np.isfinite(state.penalized_deviance):
             self._warm = (state.beta, state.u)
             self._warm_theta = np.array(theta, dtype=float)
         return state
 
-    def _warm_start(self, theta: np.ndarray, beta: np.ndarray | None) -> np.ndarray:
-        """The modes to start PIRLS from: the last ones with the same random effects
-        b = Lambda u, or, with beta fixed right after a run, the first-order move of
-        that run's modes, whichever has the lower penalised deviance (the first-order
-        move is the better start for small steps and can be far off for large ones)."""
-        warm_u = self._warm[1]
-        u0 = self.pirls.same_effects(warm_u, self._warm_theta, theta)
-        last = self._last_state
-        if beta is not None and last is not None and np.array_equal(last.u, warm_u):
-            moved = self.pirls.follow(last, theta, beta)
-            if self.pirls.penalized_deviance(theta, beta, moved) < (
-                self.pirls.penalized_deviance(theta, beta, u0)
+    def _warm_start(
+        self, theta: np.ndarray, beta: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(beta, u) to start PIRLS from: the last modes with the same random effects
+        b = Lambda u (and the last beta when beta is inside PIRLS), or, right after a
+        run of the same kind, its (u, beta) moved to first order, whichever has the
+        lower penalised deviance (the first-order move is the better start for small
+        steps and can be far off for large ones)."""
+        warm_beta, warm_u = self._warm
+        start_beta = warm_beta if beta is None else beta
+        start = (start_beta, self.pirls.same_effects(warm_u, self._warm_theta, theta))
+        last, beta_inside = self._last_run
+        if last is not None and beta_inside == (beta is None) and (
+            np.array_equal(last.u, warm_u)
+        ):
+            moved_u, moved_beta = self.pirls.follow(last, theta, beta)
+            if self.pirls.penalized_deviance(theta, moved_beta, moved_u) < (
+                self.pirls.penalized_deviance(theta, *start)
             ):
-                return moved
-        return u0
+                return moved_beta, moved_u
+        return start
 
     def _deviance(self, state: PirlsState) -> float:
         if self.n_agq > 1:
@@ -328,8 +333,9 @@ class GeneralizedLinearMixedModel(MixedModelBase):
         self, theta0: np.ndarray, state0: PirlsState
     ) -> tuple[np.ndarray, PirlsState, OptimResult | None]:
         """The nAGQ = 0 optimisation over theta: the whole fit for nAGQ = 0, else the
-        start of the joint stage. Returns theta, the PIRLS state there and the
-        optimiser's result (None when the joint stage starts at theta0)."""
+        start of the joint stage. Returns theta, the PIRLS state the joint stage
+        starts from (for nAGQ = 0, ``state0`` unchanged) and the optimiser's result
+        (None when the joint stage starts at theta0)."""
         if self.laplace_gradient is None:
             # Before a Laplace or quadrature stage, the nAGQ = 0 fit is only its start.
             loose = {} if self.n_agq == 0 else STAGE0_START_TOLERANCES
@@ -344,8 +350,10 @@ class GeneralizedLinearMixedModel(MixedModelBase):
             return theta0, state0, None
         self.n_evals_stage0 = stage0.n_evals
         theta = np.maximum(stage0.x, self.theta_lower)
-        self._warm = None
-        return theta, self._pirls(theta, None), stage0
+        if self.n_agq > 0:  # the joint stage starts from PIRLS at theta
+            self._warm = None
+            state0 = self._pirls(theta, None)
+        return theta, state0, stage0
 
     def _joint_stage(
         self, theta: np.ndarray, state0: PirlsState, beta_start: np.ndarray | None
@@ -449,7 +457,7 @@ class GeneralizedLinearMixedModel(MixedModelBase):
 
     def _refactor_at_optimum(self) -> LmmSolution:
         """Put the predictor back at the fit: working weights of the final modes, theta-hat."""
-        self._last_state = None  # the predictor no longer holds that run's factor
+        self._last_run = (None, False)  # the predictor no longer holds that run's factor
         rows = self.state.rows
         gram = self.builder.build(
             rows.working_response - self.response.offset, rows.working_weights
