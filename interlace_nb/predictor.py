@@ -118,9 +118,12 @@ class GramBuilder:
         self.terms = terms
         self.layout = layout
         self.x = x
+        pairs = list(level_pairs(terms))
+        # every row's level pair, one row of this array per term pair
+        self._row_pairs = np.empty((len(pairs), len(x)), dtype=np.int64)
         self._pairs = []  # (a, b, row_pair, block shape)
         rows, cols = [], []
-        for a, b, pair_a, pair_b, row_pair in level_pairs(terms):
+        for k, (a, b, pair_a, pair_b, row_pair) in enumerate(pairs):
             term_a, term_b = terms[a], terms[b]
             shape = (len(pair_a), term_a.size, term_b.size)
             ra = layout.term_col_offset[a] + pair_a[:, None] * term_a.size
@@ -134,7 +137,8 @@ class GramBuilder:
             if a != b:
                 rows.append(c)
                 cols.append(r)
-            self._pairs.append((a, b, row_pair, shape))
+            self._row_pairs[k] = row_pair
+            self._pairs.append((a, b, self._row_pairs[k], shape))
         q = layout.q
         row_idx = np.concatenate(rows)
         col_idx = np.concatenate(cols)
@@ -150,6 +154,37 @@ class GramBuilder:
         self.indices = numbered.indices
         self._position = np.empty(len(row_idx), dtype=np.int64)
         self._position[numbered.data.astype(np.int64) - 1] = np.arange(len(row_idx))
+        self._refill_plan()
+
+    def _refill_plan(self) -> None:
+        """Per row, the CSC position of each of its Z'WZ entries (see gram.refill_gram).
+
+        One int32 (int64 past 2^31 entries) per row and entry: the refill then
+        reads no position through the level pair.
+        """
+        terms = self.terms
+        z_col = np.concatenate([[0], np.cumsum([t.size for t in terms])[:-1]]).astype(np.int64)
+        small = np.int32 if len(self._position) < np.iinfo(np.int32).max else np.int64
+        positions, z_columns = [], []
+        start = 0
+        for a, b, row_pair, (n_pairs, p_a, p_b) in self._pairs:
+            copies = 1 if a == b else 2
+            for copy in range(copies):
+                first = start + copy * n_pairs * p_a * p_b + row_pair * (p_a * p_b)
+                for r in range(p_a):
+                    for c in range(p_b):
+                        positions.append(self._position[first + r * p_b + c].astype(small))
+                        z_columns.append((z_col[a] + r, z_col[b] + c))
+            start += copies * n_pairs * p_a * p_b
+        self._entry_position = np.array(positions, dtype=small).reshape(len(positions), -1)
+        self._entry_z = np.array(z_columns, dtype=np.int64)
+        self._z = np.ascontiguousarray(np.column_stack([t.z for t in terms]), dtype=float)
+        self._unit_z = bool(np.all(self._z == 1.0))
+        self._z_col = z_col
+        self._term_size = np.array([t.size for t in terms], dtype=np.int64)
+        # a term's pair with itself has its level codes as row pairs
+        own = [k for k, (a, b, _, _) in enumerate(self._pairs) if a == b]
+        self._own_pair = np.array(own, dtype=np.int64)
 
     def build(
         self, y: np.ndarray, weights: np.ndarray, x: np.ndarray | None = None,
@@ -157,24 +192,27 @@ class GramBuilder:
     ) -> GramSystem:
         """All Gram blocks of [Z X y] under ``weights``; Z'WZ full-symmetric, block-complete.
 
+        One pass over the rows (gram.refill_gram) on the pattern found once.
         ``x`` replaces the builder's X (PIRLS with beta held fixed passes no columns).
         PIRLS's working weights are not prior weights: no sum(log w) for them.
         """
-        terms, layout = self.terms, self.layout
+        q = self.layout.q
         x = self.x if x is None else x
-        vals = []
-        for a, b, row_pair, shape in self._pairs:
-            blocks = np.zeros(shape)
-            gram.accumulate_pair_blocks(row_pair, terms[a].z, terms[b].z, weights, blocks)
-            vals.append(blocks.ravel())
-            if a != b:
-                vals.append(blocks.ravel())
+        p = x.shape[1]
         data = np.empty(len(self._position))
-        data[self._position] = np.concatenate(vals)
-        ztz = sp.csc_matrix((data, self.indices, self.indptr), shape=(layout.q, layout.q))
-        ztxy, xyxy = cross_products(terms, layout, x, y, weights)
+        ztx, zty = np.empty((q, p)), np.empty(q)
+        xtx, xty = np.empty((p, p)), np.empty(p)
+        yty = gram.refill_gram(
+            self._entry_position, self._entry_z, self._unit_z, self._z, self._row_pairs,
+            self._own_pair, self._z_col, self._term_size, self.layout.term_col_offset,
+            weights, x, y, data, ztx, zty, xtx, xty,
+        )
         sum_log_weights = float(np.log(weights).sum()) if prior_weights else float("nan")
-        return _gram_system(ztz, ztxy, xyxy, len(y), sum_log_weights)
+        return GramSystem(
+            ztz=sp.csc_matrix((data, self.indices, self.indptr), shape=(q, q)),
+            ztx=ztx, zty=zty, xtx=xtx, xty=xty, yty=float(yty), n=len(y),
+            sum_log_weights=sum_log_weights,
+        )
 
 
 @dataclass(frozen=True)

@@ -262,3 +262,64 @@ def csc_from_pair_blocks(blk_a, blk_b, pair_start, value_start, level_a, level_b
     _emit_rows(True, blk_a, blk_b, pair_start, value_start, level_a, level_b, values,
                term_col_offset, term_size, term_n_levels, col_next, indices, data)
     return indptr, indices, data
+
+
+
+
+@kernel
+def refill_gram(entry_position, entry_z, unit_z, z, row_pairs, own_pair, z_col, term_size,
+                term_col_offset, weights, x, y, ztz_data, ztx, zty, xtx, xty):
+    """All Gram blocks of [Z X y] under ``weights`` on a fixed pattern; returns y'Wy.
+
+    Z'WZ's values go straight into its CSC ``ztz_data``: row i adds
+    ``w_i * z[i, entry_z[e, 0]] * z[i, entry_z[e, 1]]`` to
+    ``ztz_data[entry_position[e, i]]`` for every entry e (both triangles
+    listed), so no add waits on another random read. With ``unit_z`` (every
+    covariate is 1: intercept-only terms) the products with z are skipped. Term t's
+    covariates are columns ``z_col[t]:`` of ``z``, its level codes
+    ``row_pairs[own_pair[t]]``. Z'WX, Z'Wy, X'WX and X'Wy go to ``ztx``,
+    ``zty``, ``xtx``, ``xty``. Every output is zeroed first and sums its rows
+    in row order with the arithmetic of accumulate_pair_blocks,
+    accumulate_z_cross and weighted_crossprod. Z'WZ, each term's Z'W[X y] and
+    [X y]'W[X y] take separate loops over the rows: mixing their scattered
+    adds in one loop is several times slower.
+    """
+    ztz_data[:] = 0.0
+    ztx[:] = 0.0
+    zty[:] = 0.0
+    xtx[:] = 0.0
+    xty[:] = 0.0
+    n = weights.shape[0]
+    n_entries = entry_position.shape[0]
+    if unit_z:
+        for i in range(n):
+            w = weights[i]
+            for e in range(n_entries):
+                ztz_data[entry_position[e, i]] += w
+    else:
+        for i in range(n):
+            w = weights[i]
+            for e in range(n_entries):
+                ztz_data[entry_position[e, i]] += w * z[i, entry_z[e, 0]] * z[i, entry_z[e, 1]]
+    p = x.shape[1]
+    for t in range(own_pair.shape[0]):
+        p_t = term_size[t]
+        codes = row_pairs[own_pair[t]]
+        for i in range(n):
+            w = weights[i]
+            base = term_col_offset[t] + codes[i] * p_t
+            for r in range(p_t):
+                wz = w if unit_z else w * z[i, z_col[t] + r]
+                for j in range(p):
+                    ztx[base + r, j] += wz * x[i, j]
+                zty[base + r] += wz * y[i]
+    yty = 0.0
+    for i in range(n):
+        w = weights[i]
+        for r in range(p):
+            wx = w * x[i, r]
+            for c in range(p):
+                xtx[r, c] += wx * x[i, c]
+            xty[r] += wx * y[i]
+        yty += w * y[i] * y[i]
+    return yty
