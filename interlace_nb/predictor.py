@@ -118,12 +118,9 @@ class GramBuilder:
         self.terms = terms
         self.layout = layout
         self.x = x
-        pairs = list(level_pairs(terms))
-        # every row's level pair, one row of this array per term pair
-        self._row_pairs = np.empty((len(pairs), len(x)), dtype=np.int64)
         self._pairs = []  # (a, b, row_pair, block shape)
         rows, cols = [], []
-        for k, (a, b, pair_a, pair_b, row_pair) in enumerate(pairs):
+        for a, b, pair_a, pair_b, row_pair in level_pairs(terms):
             term_a, term_b = terms[a], terms[b]
             shape = (len(pair_a), term_a.size, term_b.size)
             ra = layout.term_col_offset[a] + pair_a[:, None] * term_a.size
@@ -137,8 +134,7 @@ class GramBuilder:
             if a != b:
                 rows.append(c)
                 cols.append(r)
-            self._row_pairs[k] = row_pair
-            self._pairs.append((a, b, self._row_pairs[k], shape))
+            self._pairs.append((a, b, row_pair, shape))
         q = layout.q
         row_idx = np.concatenate(rows)
         col_idx = np.concatenate(cols)
@@ -162,8 +158,6 @@ class GramBuilder:
         One int32 (int64 past 2^31 entries) per row and entry: the refill then
         reads no position through the level pair.
         """
-        terms = self.terms
-        z_col = np.concatenate([[0], np.cumsum([t.size for t in terms])[:-1]]).astype(np.int64)
         small = np.int32 if len(self._position) < np.iinfo(np.int32).max else np.int64
         positions, z_columns = [], []
         start = 0
@@ -174,17 +168,13 @@ class GramBuilder:
                 for r in range(p_a):
                     for c in range(p_b):
                         positions.append(self._position[first + r * p_b + c].astype(small))
-                        z_columns.append((z_col[a] + r, z_col[b] + c))
+                        z_columns.append((a, r, b, c))
             start += copies * n_pairs * p_a * p_b
         self._entry_position = np.array(positions, dtype=small).reshape(len(positions), -1)
         self._entry_z = np.array(z_columns, dtype=np.int64)
-        self._z = np.ascontiguousarray(np.column_stack([t.z for t in terms]), dtype=float)
-        self._unit_z = bool(np.all(self._z == 1.0))
-        self._z_col = z_col
-        self._term_size = np.array([t.size for t in terms], dtype=np.int64)
-        # a term's pair with itself has its level codes as row pairs
-        own = [k for k, (a, b, _, _) in enumerate(self._pairs) if a == b]
-        self._own_pair = np.array(own, dtype=np.int64)
+        self._codes = tuple(np.ascontiguousarray(t.codes, dtype=np.int64) for t in self.terms)
+        self._z = tuple(np.ascontiguousarray(t.z, dtype=float) for t in self.terms)
+        self._unit_z = all(bool(np.all(z == 1.0)) for z in self._z)
 
     def build(
         self, y: np.ndarray, weights: np.ndarray, x: np.ndarray | None = None,
@@ -203,9 +193,8 @@ class GramBuilder:
         ztx, zty = np.empty((q, p)), np.empty(q)
         xtx, xty = np.empty((p, p)), np.empty(p)
         yty = gram.refill_gram(
-            self._entry_position, self._entry_z, self._unit_z, self._z, self._row_pairs,
-            self._own_pair, self._z_col, self._term_size, self.layout.term_col_offset,
-            weights, x, y, data, ztx, zty, xtx, xty,
+            self._entry_position, self._entry_z, self._unit_z, self._codes, self._z,
+            self.layout.term_col_offset, weights, x, y, data, ztx, zty, xtx, xty,
         )
         sum_log_weights = float(np.log(weights).sum()) if prior_weights else float("nan")
         return GramSystem(

@@ -182,23 +182,20 @@ def accumulate_weighted_crossprod(a, b, weights, out_in):
     return np.array(out_in, dtype=float) + a.T @ np.diag(weights) @ b
 
 
-def refill_gram(entry_position, entry_z, unit_z, z, row_pairs, own_pair, z_col, term_size,
-                term_col_offset, weights, x, y, nnz, q):
+def refill_gram(entry_position, entry_z, unit_z, codes, z, term_col_offset, weights, x, y,
+                nnz, q):
     """Twin of gram.refill_gram: ``(ztz_data, ztx, zty, xtx, xty, yty)``.
 
     Z'WZ's data (``nnz`` entries) as one bincount per entry; the rest from
     Z (q columns) built densely.
     """
-    assert unit_z == bool(np.all(z == 1.0))
+    assert unit_z == all(np.all(z_t == 1.0) for z_t in z)
     ztz = np.zeros(nnz)
-    for e, (za, zb) in enumerate(entry_z):
-        ztz += np.bincount(entry_position[e], weights * z[:, za] * z[:, zb], minlength=nnz)
+    for e, (a, r, b, c) in enumerate(entry_z):
+        ztz += np.bincount(entry_position[e], weights * z[a][:, r] * z[b][:, c], minlength=nnz)
     ends = [*term_col_offset[1:], q]
-    zd = np.hstack([
-        dense_z_term(row_pairs[own_pair[t]], z[:, z_col[t] : z_col[t] + p],
-                     (ends[t] - term_col_offset[t]) // p)
-        for t, p in enumerate(term_size)
-    ])
+    zd = dense_z(codes, z, [(ends[t] - term_col_offset[t]) // z_t.shape[1]
+                            for t, z_t in enumerate(z)])
     wx, wy = weights[:, None] * x, weights * y
     return ztz, zd.T @ wx, zd.T @ wy, x.T @ wx, x.T @ wy, float(y @ wy)
 

@@ -711,9 +711,8 @@ def check_gram_builder(terms, lay, x, y, w, gs: GramSystem) -> None:
         p, nnz = xx.shape[1], len(gs.ztz.data)
         out = (np.full(nnz, np.nan), np.full((lay.q, p), np.nan), np.full(lay.q, np.nan),
                np.full((p, p), np.nan), np.full(p, np.nan))
-        args = (builder._entry_position, builder._entry_z, builder._unit_z, builder._z,
-                builder._row_pairs, builder._own_pair, builder._z_col, builder._term_size,
-                lay.term_col_offset, w, xx, y)
+        args = (builder._entry_position, builder._entry_z, builder._unit_z, builder._codes,
+                builder._z, lay.term_col_offset, w, xx, y)
         yty = gram.refill_gram(*args, *out)
         want = naive.refill_gram(*args, nnz, lay.q)
         for g, wnt in zip((*out, yty), want, strict=True):
