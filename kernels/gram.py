@@ -276,7 +276,7 @@ def refill_gram(entry_position, entry_z, unit_z, codes, z, term_col_offset, weig
     listed), so no add waits on another random read. With ``unit_z`` (every
     covariate is 1: intercept-only terms) the products with z are skipped.
     Z'WX, Z'Wy, X'WX and X'Wy go to ``ztx``, ``zty``, ``xtx``, ``xty``. Every
-    output is zeroed first and sums its rows in row order with the arithmetic
+    output is overwritten and sums its rows in row order with the arithmetic
     of accumulate_pair_blocks, accumulate_z_cross and weighted_crossprod.
     Z'WZ, each term's Z'W[X y] and [X y]'W[X y] take separate loops over the
     rows: mixing their scattered adds in one loop is several times slower.
@@ -284,8 +284,6 @@ def refill_gram(entry_position, entry_z, unit_z, codes, z, term_col_offset, weig
     ztz_data[:] = 0.0
     ztx[:] = 0.0
     zty[:] = 0.0
-    xtx[:] = 0.0
-    xty[:] = 0.0
     n = weights.shape[0]
     n_entries = entry_position.shape[0]
     if unit_z:
@@ -313,13 +311,18 @@ def refill_gram(entry_position, entry_z, unit_z, codes, z, term_col_offset, weig
                 for j in range(p):
                     ztx[base + r, j] += wz * x[i, j]
                 zty[base + r] += wz * y[i]
+    # one pass per entry of [X y]'W[X y]: each sum stays in a register
+    for r in range(p):
+        for c in range(p):
+            total = 0.0
+            for i in range(n):
+                total += weights[i] * x[i, r] * x[i, c]
+            xtx[r, c] = total
+        total = 0.0
+        for i in range(n):
+            total += weights[i] * x[i, r] * y[i]
+        xty[r] = total
     yty = 0.0
     for i in range(n):
-        w = weights[i]
-        for r in range(p):
-            wx = w * x[i, r]
-            for c in range(p):
-                xtx[r, c] += wx * x[i, c]
-            xty[r] += wx * y[i]
-        yty += w * y[i] * y[i]
+        yty += weights[i] * y[i] * y[i]
     return yty
