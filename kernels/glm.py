@@ -310,7 +310,8 @@ def _log1p_unit(x):
 def _logit_binomial_pass(eta, y, prior_weights, mu_out, w_out, z_out, dev_out):
     """glm_row_pass for binomial-logit (the common case): one exp and one log per row.
 
-    With s = exp(-|eta|) (DBL_EPSILON past LOGIT_THRESH, linkinv's guard), mu is
+    With s = exp(-|eta|) (|eta| capped at LOGIT_THRESH, s = DBL_EPSILON there:
+    linkinv's guard), mu is
     1 / (1 + s) or s / (1 + s), mu.eta = V(mu) = s / (1 + s)^2 (DBL_EPSILON past
     LOGIT_MU_ETA_THRESH, mu_eta's guard), and the unit deviance
     2 wt (y log(y / mu) + (1 - y) log((1 - y) / (1 - mu))) is
@@ -334,7 +335,7 @@ def _logit_binomial_pass(eta, y, prior_weights, mu_out, w_out, z_out, dev_out):
         var = s * inv * inv
         wt = prior_weights[i]
         yi = y[i]
-        if abs(e) > LOGIT_MU_ETA_THRESH:
+        if a > LOGIT_MU_ETA_THRESH:
             d = DBL_EPSILON
             w = wt * d * d / var
         else:
