@@ -150,6 +150,31 @@ class GramBuilder:
         self.indices = numbered.indices
         self._position = np.empty(len(row_idx), dtype=np.int64)
         self._position[numbered.data.astype(np.int64) - 1] = np.arange(len(row_idx))
+        self._refill_plan()
+
+    def _refill_plan(self) -> None:
+        """Per row, the CSC position of each of its Z'WZ entries (see gram.refill_gram).
+
+        One int32 (int64 past 2^31 entries) per row and entry: the refill then
+        reads no position through the level pair.
+        """
+        small = np.int32 if len(self._position) < np.iinfo(np.int32).max else np.int64
+        positions, z_columns = [], []
+        start = 0
+        for a, b, row_pair, (n_pairs, p_a, p_b) in self._pairs:
+            copies = 1 if a == b else 2
+            for copy in range(copies):
+                first = start + copy * n_pairs * p_a * p_b + row_pair * (p_a * p_b)
+                for r in range(p_a):
+                    for c in range(p_b):
+                        positions.append(self._position[first + r * p_b + c].astype(small))
+                        z_columns.append((a, r, b, c))
+            start += copies * n_pairs * p_a * p_b
+        self._entry_position = np.array(positions, dtype=small).reshape(len(positions), -1)
+        self._entry_z = np.array(z_columns, dtype=np.int64)
+        self._codes = tuple(np.ascontiguousarray(t.codes, dtype=np.int64) for t in self.terms)
+        self._z = tuple(np.ascontiguousarray(t.z, dtype=float) for t in self.terms)
+        self._unit_z = all(bool(np.all(z == 1.0)) for z in self._z)
 
     def build(
         self, y: np.ndarray, weights: np.ndarray, x: np.ndarray | None = None,
@@ -157,24 +182,26 @@ class GramBuilder:
     ) -> GramSystem:
         """All Gram blocks of [Z X y] under ``weights``; Z'WZ full-symmetric, block-complete.
 
+        One pass over the rows (gram.refill_gram) on the pattern found once.
         ``x`` replaces the builder's X (PIRLS with beta held fixed passes no columns).
         PIRLS's working weights are not prior weights: no sum(log w) for them.
         """
-        terms, layout = self.terms, self.layout
+        q = self.layout.q
         x = self.x if x is None else x
-        vals = []
-        for a, b, row_pair, shape in self._pairs:
-            blocks = np.zeros(shape)
-            gram.accumulate_pair_blocks(row_pair, terms[a].z, terms[b].z, weights, blocks)
-            vals.append(blocks.ravel())
-            if a != b:
-                vals.append(blocks.ravel())
+        p = x.shape[1]
         data = np.empty(len(self._position))
-        data[self._position] = np.concatenate(vals)
-        ztz = sp.csc_matrix((data, self.indices, self.indptr), shape=(layout.q, layout.q))
-        ztxy, xyxy = cross_products(terms, layout, x, y, weights)
+        ztx, zty = np.empty((q, p)), np.empty(q)
+        xtx, xty = np.empty((p, p)), np.empty(p)
+        yty = gram.refill_gram(
+            self._entry_position, self._entry_z, self._unit_z, self._codes, self._z,
+            self.layout.term_col_offset, weights, x, y, data, ztx, zty, xtx, xty,
+        )
         sum_log_weights = float(np.log(weights).sum()) if prior_weights else float("nan")
-        return _gram_system(ztz, ztxy, xyxy, len(y), sum_log_weights)
+        return GramSystem(
+            ztz=sp.csc_matrix((data, self.indices, self.indptr), shape=(q, q)),
+            ztx=ztx, zty=zty, xtx=xtx, xty=xty, yty=float(yty), n=len(y),
+            sum_log_weights=sum_log_weights,
+        )
 
 
 @dataclass(frozen=True)

@@ -262,3 +262,67 @@ def csc_from_pair_blocks(blk_a, blk_b, pair_start, value_start, level_a, level_b
     _emit_rows(True, blk_a, blk_b, pair_start, value_start, level_a, level_b, values,
                term_col_offset, term_size, term_n_levels, col_next, indices, data)
     return indptr, indices, data
+
+
+@kernel
+def refill_gram(entry_position, entry_z, unit_z, codes, z, term_col_offset, weights, x, y,
+                ztz_data, ztx, zty, xtx, xty):
+    """All Gram blocks of [Z X y] under ``weights`` on a fixed pattern; returns y'Wy.
+
+    Term t has level codes ``codes[t]`` and covariates ``z[t]`` (n x p_t).
+    Z'WZ's values go straight into its CSC ``ztz_data``: with
+    ``(a, r, b, c) = entry_z[e]``, row i adds ``w_i * z[a][i, r] * z[b][i, c]``
+    to ``ztz_data[entry_position[e, i]]`` for every entry e (both triangles
+    listed), so no add waits on another random read. With ``unit_z`` (every
+    covariate is 1: intercept-only terms) the products with z are skipped.
+    Z'WX, Z'Wy, X'WX and X'Wy go to ``ztx``, ``zty``, ``xtx``, ``xty``. Every
+    output is overwritten and sums its rows in row order with the arithmetic
+    of accumulate_pair_blocks, accumulate_z_cross and weighted_crossprod.
+    Z'WZ, each term's Z'W[X y] and [X y]'W[X y] take separate loops over the
+    rows: mixing their scattered adds in one loop is several times slower.
+    """
+    ztz_data[:] = 0.0
+    ztx[:] = 0.0
+    zty[:] = 0.0
+    n = weights.shape[0]
+    n_entries = entry_position.shape[0]
+    if unit_z:
+        for i in range(n):
+            w = weights[i]
+            for e in range(n_entries):
+                ztz_data[entry_position[e, i]] += w
+    else:
+        for i in range(n):
+            w = weights[i]
+            for e in range(n_entries):
+                z_a = z[entry_z[e, 0]]
+                z_b = z[entry_z[e, 2]]
+                ztz_data[entry_position[e, i]] += w * z_a[i, entry_z[e, 1]] * z_b[i, entry_z[e, 3]]
+    p = x.shape[1]
+    for t in range(len(codes)):
+        codes_t = codes[t]
+        z_t = z[t]
+        p_t = z_t.shape[1]
+        for i in range(n):
+            w = weights[i]
+            base = term_col_offset[t] + codes_t[i] * p_t
+            for r in range(p_t):
+                wz = w if unit_z else w * z_t[i, r]
+                for j in range(p):
+                    ztx[base + r, j] += wz * x[i, j]
+                zty[base + r] += wz * y[i]
+    # one pass per entry of [X y]'W[X y]: each sum stays in a register
+    for r in range(p):
+        for c in range(p):
+            total = 0.0
+            for i in range(n):
+                total += weights[i] * x[i, r] * x[i, c]
+            xtx[r, c] = total
+        total = 0.0
+        for i in range(n):
+            total += weights[i] * x[i, r] * y[i]
+        xty[r] = total
+    yty = 0.0
+    for i in range(n):
+        yty += weights[i] * y[i] * y[i]
+    return yty

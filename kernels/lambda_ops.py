@@ -39,10 +39,15 @@ def scale_sparse_gram(indptr, indices, gram_data, col_block_start, col_pos, col_
                     continue
                 if i > c:
                     break
-            local = k - start
-            pi = col_pos[i]
             si = col_block_size[i]
             ti = col_t_offset[i]
+            if sc == 1 and si == 1:
+                # two scalar terms: Lambda's entries are t_i and t_c
+                lam_c = t_flat[tc]
+                out_data[k] = 0.0 if lam_c == 0.0 else t_flat[ti] * gram_data[k] * lam_c
+                continue
+            local = k - start
+            pi = col_pos[i]
             total = 0.0
             for cc in range(pc, sc):
                 lam_c = t_flat[tc + cc * sc + pc]

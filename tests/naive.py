@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.special import xlogy
 
 # ----------------------------------------------------------------- layout
 
@@ -179,6 +180,24 @@ def weighted_crossprod(a, b, weights):
 def accumulate_weighted_crossprod(a, b, weights, out_in):
     """Twin of gram.accumulate_weighted_crossprod: out_in + A' W B."""
     return np.array(out_in, dtype=float) + a.T @ np.diag(weights) @ b
+
+
+def refill_gram(entry_position, entry_z, unit_z, codes, z, term_col_offset, weights, x, y,
+                nnz, q):
+    """Twin of gram.refill_gram: ``(ztz_data, ztx, zty, xtx, xty, yty)``.
+
+    Z'WZ's data (``nnz`` entries) as one bincount per entry; the rest from
+    Z (q columns) built densely.
+    """
+    assert unit_z == all(np.all(z_t == 1.0) for z_t in z)
+    ztz = np.zeros(nnz)
+    for e, (a, r, b, c) in enumerate(entry_z):
+        ztz += np.bincount(entry_position[e], weights * z[a][:, r] * z[b][:, c], minlength=nnz)
+    ends = [*term_col_offset[1:], q]
+    zd = dense_z(codes, z, [(ends[t] - term_col_offset[t]) // z_t.shape[1]
+                            for t, z_t in enumerate(z)])
+    wx, wy = weights[:, None] * x, weights * y
+    return ztz, zd.T @ wx, zd.T @ wy, x.T @ wx, x.T @ wy, float(y @ wy)
 
 
 def csc_from_pair_blocks(blk_a, blk_b, pair_start, value_start, level_a, level_b, values,
@@ -690,6 +709,29 @@ def glm_row_pass(family, link, eta, y, prior_weights):
     w = prior_weights * d**2 / r_variance(family, mu)
     z = eta + (y - mu) / d
     dev = r_dev_resids(family, y, mu, prior_weights)
+    return mu, w, z, dev, float(dev.sum())
+
+
+def logit_binomial_row_pass(eta, y, prior_weights):
+    """Twin of glm._logit_binomial_pass: R's guards, with mu, V(mu) and the deviance written
+    in s = exp(-|eta|) so that no 1 - mu loses digits where mu is near 0 or 1.
+
+    mu = 1 / (1 + s) (eta > 0) or s / (1 + s); V = s / (1 + s)^2; the deviance is
+    2 wt (-y log(mu) - (1 - y) log(1 - mu) + y log y + (1 - y) log(1 - y)).
+    """
+    eta = np.asarray(eta, dtype=float)
+    saturated = np.abs(eta) > -np.log(_EPS)  # linkinv's guard
+    a = np.where(saturated, -np.log(_EPS), np.abs(eta))
+    s = np.where(saturated, _EPS, np.exp(-a))
+    mu = np.where(eta > 0, 1.0 / (1.0 + s), s / (1.0 + s))
+    log_mu = np.where(eta > 0, 0.0, -a) - np.log1p(s)
+    log_1m_mu = np.where(eta > 0, -a, 0.0) - np.log1p(s)
+    variance = s / (1.0 + s) ** 2
+    d = np.where(np.abs(eta) > 30.0, _EPS, variance)  # mu.eta's floor
+    w = prior_weights * d**2 / variance
+    z = eta + (y - mu) / d
+    y_log_y = xlogy(y, y) + xlogy(1.0 - y, 1.0 - y)
+    dev = 2.0 * prior_weights * (y_log_y - y * log_mu - (1.0 - y) * log_1m_mu)
     return mu, w, z, dev, float(dev.sum())
 
 

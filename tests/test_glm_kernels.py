@@ -111,6 +111,9 @@ def test_row_pass_matches_twin(family, link, seed):
     assert_allclose(dev, t_dev, rtol=1e-10, atol=1e-13)
     assert np.all(dev >= 0)
     assert total == pytest.approx(t_total, rel=1e-12)
+    if (family, link) == ("binomial", "logit"):
+        check_logit_binomial(eta, y, prior, (mu, w, z, dev, total),
+                             (t_mu, t_w, t_z, t_dev, t_total))
     assert glm.glm_deviance(fam.family_code, fam.link_code, eta, y, prior) == pytest.approx(
         total, rel=1e-14
     )
@@ -165,9 +168,39 @@ def test_row_pass_matches_twin_at_extreme_eta(family, link):
     got = run_pass(get_family(family, link), eta, y, prior)
     with np.errstate(all="ignore"):
         want = naive.glm_row_pass(family, link, eta, y, prior)
+    if (family, link) == ("binomial", "logit"):
+        check_logit_binomial(eta, y, prior, got, want)
+        return
     for g, t in zip(got[:4], want[:4], strict=True):
         assert np.all(np.isfinite(g))
         assert_allclose(g, t, rtol=1e-12, atol=0)
+
+
+def check_logit_binomial(eta, y, prior, got, r_twin):
+    """Binomial-logit's own pass against its twin, and against R's formulas up to their rounding.
+
+    R forms V(mu) and the deviance from 1 - mu, which keeps only absolute digits
+    where mu is near 0 or 1 (relative ones up to |eta| = 15 here); past
+    |eta| = 30, z = eta + (y - mu) / DBL_EPSILON magnifies mu's last bit.
+    """
+    stable = naive.logit_binomial_row_pass(eta, y, prior)
+    for g, t in zip(got[:3], stable[:3], strict=True):
+        assert np.all(np.isfinite(g))
+        assert_allclose(g, t, rtol=1e-12, atol=0)
+    # with 0 < y < 1 the deviance cancels the saturated terms y log y + (1 - y) log(1 - y)
+    whole = (y == 0.0) | (y == 1.0)
+    assert_allclose(got[3][whole], stable[3][whole], rtol=1e-12, atol=0)
+    assert_allclose(got[3][~whole], stable[3][~whole], rtol=1e-12, atol=1e-14)
+    assert got[4] == pytest.approx(stable[4], rel=1e-13)
+    mu, w, z, dev, total = got
+    assert_allclose(mu, r_twin[0], rtol=1e-12, atol=0)
+    assert_allclose(w, r_twin[1], rtol=1e-11, atol=4 * EPS)
+    inner = np.abs(eta) <= 30.0
+    assert_allclose(z[inner], r_twin[2][inner], rtol=1e-11, atol=1e-12)
+    inner = np.abs(eta) <= 15.0
+    assert_allclose(dev[inner], r_twin[3][inner], rtol=1e-10, atol=1e-13)
+    if inner.all():
+        assert total == pytest.approx(r_twin[4], rel=1e-12)
 
 
 # ------------------------------------------------------ hand-made cases

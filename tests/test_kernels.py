@@ -18,7 +18,13 @@ from interlace_nb.kernels import effects, gram, lambda_ops, selinv
 from numpy.testing import assert_allclose, assert_array_equal
 from sksparse import cholmod
 
-from interlace_nb.predictor import GramSystem, Predictor, build_gram, build_layout
+from interlace_nb.predictor import (
+    GramBuilder,
+    GramSystem,
+    Predictor,
+    build_gram,
+    build_layout,
+)
 from interlace_nb.terms import RandomTerm
 
 SEEDS = [0, 1, 2, 3, 4]
@@ -657,6 +663,7 @@ def check_engine(rng, codes, zs, n_levels, factorization, factors=None) -> None:
     assert_allclose(gs.xty, x.T @ (w * y), rtol=1e-12)
     assert_allclose(gs.yty, y @ (w * y), rtol=1e-12)
     assert gs.sum_log_weights == pytest.approx(np.log(w).sum(), rel=1e-13)
+    check_gram_builder(terms, lay, x, y, w, gs)
 
     pred = Predictor(terms, lay, gs, factorization)
     assert pred.factorization == factorization
@@ -682,6 +689,34 @@ def check_engine(rng, codes, zs, n_levels, factorization, factors=None) -> None:
             s0 = lay.term_col_offset[k] + lvl * p
             assert_allclose(blocks[lvl], sys_inv[s0 : s0 + p, s0 : s0 + p],
                             rtol=1e-9, atol=1e-11)
+
+
+def check_gram_builder(terms, lay, x, y, w, gs: GramSystem) -> None:
+    """GramBuilder's refill: its kernel against the twin; its GramSystem build_gram's, bit
+    for bit."""
+    builder = GramBuilder(terms, lay, x)
+    got = builder.build(y, w)
+    for name in ("ztx", "zty", "xtx", "xty", "yty", "n", "sum_log_weights"):
+        assert_array_equal(getattr(got, name), getattr(gs, name), err_msg=name)
+    assert_array_equal(got.ztz.indptr, gs.ztz.indptr)
+    assert_array_equal(got.ztz.indices, gs.ztz.indices)
+    assert_array_equal(got.ztz.data, gs.ztz.data)
+    no_columns = np.zeros((len(y), 0))
+    fixed = builder.build(y, w, x=no_columns, prior_weights=False)
+    assert_array_equal(fixed.ztz.data, gs.ztz.data)
+    assert_array_equal(fixed.zty, gs.zty)
+    assert fixed.ztx.shape == (lay.q, 0) and fixed.xtx.shape == (0, 0)
+    assert np.isnan(fixed.sum_log_weights)
+    for xx in (x, no_columns):
+        p, nnz = xx.shape[1], len(gs.ztz.data)
+        out = (np.full(nnz, np.nan), np.full((lay.q, p), np.nan), np.full(lay.q, np.nan),
+               np.full((p, p), np.nan), np.full(p, np.nan))
+        args = (builder._entry_position, builder._entry_z, builder._unit_z, builder._codes,
+                builder._z, lay.term_col_offset, w, xx, y)
+        yty = gram.refill_gram(*args, *out)
+        want = naive.refill_gram(*args, nnz, lay.q)
+        for g, wnt in zip((*out, yty), want, strict=True):
+            assert_allclose(g, wnt, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("factorization", ["cholmod", "blocked"])
