@@ -268,12 +268,34 @@ def first_term_inverse_columns(indptr, indices, l11, l21, q1, p1, schur_inverse,
     triangle is read; ``out`` is laid out like the pattern's data, and
     later columns are left untouched.
     """
-    n_levels = q1 // p1
+    _inverse_columns_of_levels(
+        indptr, indices, l11, l21, q1, p1, schur_inverse, 0, q1 // p1, out
+    )
+
+
+@njit(parallel=True, **NJIT_OPTIONS)
+def first_term_inverse_columns_parallel(
+    indptr, indices, l11, l21, q1, p1, schur_inverse, level_bounds, out
+):
+    """first_term_inverse_columns over the level ranges ``[level_bounds[b],
+    level_bounds[b+1])`` in parallel: each level writes only its own columns."""
+    for band in prange(level_bounds.shape[0] - 1):
+        _inverse_columns_of_levels(
+            indptr, indices, l11, l21, q1, p1, schur_inverse, level_bounds[band],
+            level_bounds[band + 1], out,
+        )
+
+
+@kernel
+def _inverse_columns_of_levels(
+    indptr, indices, l11, l21, q1, p1, schur_inverse, level_from, level_to, out
+):
+    """first_term_inverse_columns for the first term's levels level_from <= j < level_to."""
     m = schur_inverse.shape[0]
     inv_l = np.empty((p1, p1))
     w = np.empty((m, p1))
     y = np.empty((m, p1))
-    for j in range(n_levels):
+    for j in range(level_from, level_to):
         c0 = j * p1
         first = indptr[c0] + p1
         n_rows = indptr[c0 + 1] - first

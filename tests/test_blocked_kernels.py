@@ -360,6 +360,23 @@ def check_blocked_kernels(inp: BlockedInput) -> None:
         rows = slice(j * p1, (j + 1) * p1)
         assert_allclose(out[j], a_inv[rows, rows], rtol=1e-10, atol=1e-12)
 
+    # A^-1 in the first term's columns on the pattern; the parallel pass over level
+    # ranges does the same operations per column, so it is equal
+    s_inv_f = np.asfortranarray(s_inv)
+    columns = np.zeros(len(inp.indices))
+    blocked.first_term_inverse_columns(inp.indptr, inp.indices, l11, l21, q1, p1, s_inv_f,
+                                       columns)
+    first_cols = np.repeat(np.arange(q), np.diff(inp.indptr))[: inp.indptr[q1]]
+    assert_allclose(columns[: inp.indptr[q1]], a_inv[inp.indices[: inp.indptr[q1]], first_cols],
+                    rtol=1e-10, atol=1e-12)
+    for bounds in ([0, n_levels], [0, 1, n_levels], [0, n_levels // 2, n_levels // 2, n_levels]):
+        parallel = np.zeros(len(inp.indices))
+        blocked.first_term_inverse_columns_parallel(
+            inp.indptr, inp.indices, l11, l21, q1, p1, s_inv_f, np.array(bounds, dtype=np.int64),
+            parallel,
+        )
+        assert_array_equal(parallel, columns, err_msg=f"levels {bounds}")
+
 
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("formula,p1", FORMULAS)

@@ -117,6 +117,13 @@ class BlockedCholesky:
         column_work = downdate_column_work(self.indptr, self.indices, q1, p1, self.m)
         self._column_bounds = balanced_column_bounds(self.m, n_bands, column_work)
         self.parallel_downdate = float(column_work.sum()) * p1 * p1 > PARALLEL_DOWNDATE_WORK
+        # the selected inverse's pass over the first term's levels does the same work,
+        # level by level (rows below q1 squared)
+        level_starts = np.arange(0, q1, p1)
+        rows_below = self.indptr[level_starts + 1] - self.indptr[level_starts] - p1
+        self._level_bounds = balanced_column_bounds(
+            q1 // p1, n_bands, rows_below.astype(float) ** 2 + 1.0
+        )
 
     def factor(self, data: np.ndarray) -> float:
         """Factor ``A + I``; return log det (nan when not positive definite)."""
@@ -224,9 +231,15 @@ class BlockedCholesky:
         """Entries of (A+I)^-1 on A's stored (full symmetric) pattern, laid out as its data."""
         s_inv = self._schur_inverse(symmetric=False)
         out = np.zeros(len(self.indices))
-        blocked.first_term_inverse_columns(
-            self.indptr, self.indices, self._l11, self._l21, self.q1, self.p1, s_inv, out
-        )
+        if self.parallel_downdate:
+            blocked.first_term_inverse_columns_parallel(
+                self.indptr, self.indices, self._l11, self._l21, self.q1, self.p1, s_inv,
+                self._level_bounds, out,
+            )
+        else:
+            blocked.first_term_inverse_columns(
+                self.indptr, self.indices, self._l11, self._l21, self.q1, self.p1, s_inv, out
+            )
         if self._later_columns is None:
             self._later_columns = self._later_column_entries()
         dense_at, dense_row, dense_col, mirrored, mirror = self._later_columns
