@@ -11,6 +11,7 @@ entry of A's pattern (the row's levels co-occur), so A^-1 on the pattern
 import numpy as np
 
 from .config import kernel
+from .selinv import csc_position
 
 
 @kernel
@@ -25,21 +26,8 @@ def row_pattern_positions(indptr, indices, row_columns):
     out = np.empty((n, m, m), dtype=np.int64)
     for i in range(n):
         for k in range(m):
-            col = row_columns[i, k]
             for j in range(m):
-                row = row_columns[i, j]
-                lo = indptr[col]
-                hi = indptr[col + 1]
-                while lo < hi:
-                    mid = (lo + hi) // 2
-                    if indices[mid] < row:
-                        lo = mid + 1
-                    else:
-                        hi = mid
-                if lo < indptr[col + 1] and indices[lo] == row:
-                    out[i, j, k] = lo
-                else:
-                    out[i, j, k] = -1
+                out[i, j, k] = csc_position(indptr, indices, row_columns[i, j], row_columns[i, k])
     return out
 
 

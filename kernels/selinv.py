@@ -45,10 +45,9 @@ def takahashi_inverse(indptr, indices, lower_data):
 
 
 @kernel
-def lookup_symmetric(indptr, indices, values, row, col):
-    """values at (row, col) of a lower-triangular CSC pattern, by symmetry."""
-    if row < col:
-        row, col = col, row
+def csc_position(indptr, indices, row, col):
+    """Where entry (row, col) sits in a CSC pattern's data (rows sorted per column); -1
+    when it is not stored."""
     lo = indptr[col]
     hi = indptr[col + 1]
     while lo < hi:
@@ -58,8 +57,17 @@ def lookup_symmetric(indptr, indices, values, row, col):
         else:
             hi = mid
     if lo < indptr[col + 1] and indices[lo] == row:
-        return values[lo]
-    return np.nan
+        return lo
+    return -1
+
+
+@kernel
+def lookup_symmetric(indptr, indices, values, row, col):
+    """values at (row, col) of a lower-triangular CSC pattern, by symmetry."""
+    if row < col:
+        row, col = col, row
+    position = csc_position(indptr, indices, row, col)
+    return values[position] if position >= 0 else np.nan
 
 
 @kernel
