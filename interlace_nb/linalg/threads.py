@@ -1,23 +1,41 @@
-"""BLAS threads: one for small dense work, all for large.
+"""BLAS threads: one for small dense work, for large work as many as there are free cores.
 
 On small systems a multi-threaded BLAS spends more on waking its threads
-than on the arithmetic, and on a busy machine a wake-up can cost
-milliseconds per call. Fits of small models therefore run with one BLAS
-thread; large dense blocks keep them all.
+than on the arithmetic. On a busy machine it is worse: OpenBLAS's threads
+spin while they wait for each other, and with the other core of a 2-core
+machine taken, a 2,000-wide Cholesky ran 1.2 to 2 times slower on two
+threads than on one (about ten times with both cores loaded;
+docs/benchmarks.md). Large dense blocks therefore get as many BLAS threads
+as the 1-minute load average leaves cores free, at least one; a lower limit
+set by the user (OPENBLAS_NUM_THREADS, threadpoolctl) is kept.
 """
 
 from __future__ import annotations
 
+import os
 from contextlib import AbstractContextManager, nullcontext
 
-from threadpoolctl import threadpool_limits
+from threadpoolctl import threadpool_info, threadpool_limits
 
 #: Dense block width from which BLAS threads pay for themselves.
 MULTITHREAD_MIN_SIZE = 1000
 
 
 def blas_threads_for(dense_size: int) -> AbstractContextManager:
-    """A context limiting BLAS to one thread when ``dense_size`` is small."""
-    if dense_size >= MULTITHREAD_MIN_SIZE:
+    """A context limiting BLAS to one thread for small dense blocks, else to the free
+    cores (never raising the current limit)."""
+    wanted = 1 if dense_size < MULTITHREAD_MIN_SIZE else free_cores()
+    current = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+    if current and wanted >= max(current):
         return nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
+    return threadpool_limits(limits=wanted, user_api="blas")
+
+
+def free_cores() -> int:
+    """Cores the 1-minute load average leaves free (at least one)."""
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # not offered by the platform
+        return cores
+    return int(min(cores, max(1, round(cores - load))))
