@@ -34,6 +34,10 @@ from .base import (
     SingularFitWarning,
 )
 
+#: What a gradient costs in values with the blocked factorisation (2.5 to 2.9 in the
+#: optimiser study, docs/design.md; about 3 on B2 and B3).
+GRADIENT_COST = 3.0
+
 
 class LinearMixedModel(MixedModelBase):
     """A linear mixed model in lme4's formulation (profiled REML or ML).
@@ -171,10 +175,12 @@ class LinearMixedModel(MixedModelBase):
     def _derivatives_at(
         self, theta: np.ndarray, result: OptimResult, optimizer: str
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Gradient and Hessian for lme4's convergence checks: from the exact gradient
-        when the optimiser used it (1 + 2n gradients instead of 1 + 2n^2 values; on
-        B2 that is most of the fit), else lme4's second differences of values."""
-        if optimizer == "lbfgsb":
+        """Gradient and Hessian for lme4's convergence checks: differences of the exact
+        gradient (1 + 2n gradients) when the optimiser used it and that is cheaper than
+        lme4's second differences of values (1 + 2n^2 values; a gradient costs about
+        GRADIENT_COST values, so from four parameters on), else the latter."""
+        n = len(theta)
+        if optimizer == "lbfgsb" and (1 + 2 * n) * GRADIENT_COST < 1 + 2 * n * n:
             return gradient_difference_derivatives(
                 self.objective_and_gradient, theta, self.theta_lower
             )
