@@ -6,19 +6,25 @@ spin while they wait for each other, and with the other core of a 2-core
 machine taken, a 2,000-wide Cholesky ran 1.2 to 2 times slower on two
 threads than on one (about ten times with both cores loaded;
 docs/benchmarks.md). Large dense blocks therefore get as many BLAS threads
-as the 1-minute load average leaves cores free, at least one; a lower limit
-set by the user (OPENBLAS_NUM_THREADS, threadpoolctl) is kept.
+as there are cores that no other runnable thread holds, at least one; a
+lower limit set by the user (OPENBLAS_NUM_THREADS, threadpoolctl) is kept.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 
 from threadpoolctl import threadpool_info, threadpool_limits
 
 #: Dense block width from which BLAS threads pay for themselves.
 MULTITHREAD_MIN_SIZE = 1000
+#: Samples of the run queue (the fewest runnable threads counts): a momentary
+#: wake-up elsewhere is not a busy core.
+RUN_QUEUE_SAMPLES = 5
+RUN_QUEUE_INTERVAL = 0.002
 
 
 def blas_threads_for(dense_size: int) -> AbstractContextManager:
@@ -32,10 +38,24 @@ def blas_threads_for(dense_size: int) -> AbstractContextManager:
 
 
 def free_cores() -> int:
-    """Cores the 1-minute load average leaves free (at least one)."""
+    """Cores not held by other runnable threads (at least one). The 1-minute load
+    average would lag: right after another job ends it still counts it."""
     cores = os.cpu_count() or 1
+    runnable = []
+    for sample in range(RUN_QUEUE_SAMPLES):
+        count = runnable_threads()
+        if count is None:
+            return cores
+        runnable.append(count)
+        if sample + 1 < RUN_QUEUE_SAMPLES:
+            time.sleep(RUN_QUEUE_INTERVAL)
+    others = max(0, min(runnable) - 1)  # this thread is runnable too
+    return int(min(cores, max(1, cores - others)))
+
+
+def runnable_threads() -> int | None:
+    """Runnable threads on the machine now (Linux's /proc/loadavg), None if unknown."""
     try:
-        load = os.getloadavg()[0]
-    except OSError:  # not offered by the platform
-        return cores
-    return int(min(cores, max(1, round(cores - load))))
+        return int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
+    except (OSError, IndexError, ValueError):
+        return None
