@@ -211,6 +211,21 @@ def backward_first_term(indptr, indices, l11, l21, q1, p1, w1, u2, u1_out):
 
 
 @kernel
+def _invert_lower(block, inv_out):
+    """inv_out = block^-1 for a small lower-triangular block (forward substitution)."""
+    p = block.shape[0]
+    for col in range(p):
+        for row in range(p):
+            inv_out[row, col] = 0.0
+        inv_out[col, col] = 1.0 / block[col, col]
+        for row in range(col + 1, p):
+            acc = 0.0
+            for k in range(col, row):
+                acc -= block[row, k] * inv_out[k, col]
+            inv_out[row, col] = acc / block[row, row]
+
+
+@kernel
 def first_term_inverse_blocks(indptr, indices, l11, l21, q1, p1, schur_inverse, out):
     """Diagonal blocks of A^-1 for the first term's levels.
 
@@ -240,15 +255,7 @@ def first_term_inverse_blocks(indptr, indices, l11, l21, q1, p1, schur_inverse, 
                 middle[s, t] = total
         # inverse of the small lower-triangular L11_j
         block = l11[j]
-        for col in range(p1):
-            for row in range(p1):
-                inv_l[row, col] = 0.0
-            inv_l[col, col] = 1.0 / block[col, col]
-            for row in range(col + 1, p1):
-                acc = 0.0
-                for k in range(col, row):
-                    acc -= block[row, k] * inv_l[k, col]
-                inv_l[row, col] = acc / block[row, row]
+        _invert_lower(block, inv_l)
         for s in range(p1):
             for t in range(p1):
                 total = 0.0
@@ -300,15 +307,7 @@ def _inverse_columns_of_levels(
         first = indptr[c0] + p1
         n_rows = indptr[c0 + 1] - first
         block = l11[j]
-        for col in range(p1):
-            for row in range(p1):
-                inv_l[row, col] = 0.0
-            inv_l[col, col] = 1.0 / block[col, col]
-            for row in range(col + 1, p1):
-                acc = 0.0
-                for k in range(col, row):
-                    acc -= block[row, k] * inv_l[k, col]
-                inv_l[row, col] = acc / block[row, row]
+        _invert_lower(block, inv_l)
         for a in range(n_rows):
             for t in range(p1):
                 acc = 0.0

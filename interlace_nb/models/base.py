@@ -278,6 +278,10 @@ class MixedModelBase:
         """An lme4-style summary."""
         return results.summary_text(self)
 
+    def __repr__(self) -> str:
+        if not self.is_fitted:
+            return f"<{type(self).__name__} {self.formula!r} (not fitted)>"
+        return self.summary()
 
     # ------------------------------------------------------------- prediction
     def predict(

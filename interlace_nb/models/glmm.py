@@ -664,11 +664,6 @@ class GeneralizedLinearMixedModel(MixedModelBase):
         lines.extend(results.criteria_table(self))
         return lines
 
-    def __repr__(self) -> str:
-        if self._state is None:
-            return f"<GeneralizedLinearMixedModel {self.formula!r} (not fitted)>"
-        return self.summary()
-
 
 def _family(name: str, link: str | None) -> Family:
     if not isinstance(name, str):

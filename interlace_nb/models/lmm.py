@@ -365,10 +365,6 @@ class LinearMixedModel(MixedModelBase):
             lines.extend(results.criteria_table(self))
         return lines
 
-    def __repr__(self) -> str:
-        if self._solution is None:
-            return f"<LinearMixedModel {self.formula!r} (not fitted)>"
-        return self.summary()
 
 def _fitted_frame(rows: np.ndarray, fitted: np.ndarray, resid: np.ndarray) -> pl.DataFrame:
     return pl.DataFrame(
