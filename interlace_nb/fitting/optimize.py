@@ -30,6 +30,8 @@ class OptimResult:
     status: str
     messages: list[str] = field(default_factory=list)
     n_gradients: int = 0
+    #: the exact gradient at x, when the optimiser evaluated it there
+    grad: np.ndarray | None = None
 
 
 def minimize_bobyqa(
@@ -96,12 +98,14 @@ def minimize_lbfgsb(
 ) -> OptimResult:
     """Minimise with SciPy's L-BFGS-B from the value and exact gradient, ``x >= lower``."""
     evals = [0]
+    last: dict[str, np.ndarray] = {}
 
     def wrapped(x: np.ndarray) -> tuple[float, np.ndarray]:
         evals[0] += 1
         value, grad = fun_and_grad(np.array(x))
         if not np.isfinite(value):
             return float(np.finfo(float).max), np.zeros(len(x))
+        last["x"], last["grad"] = np.array(x), np.array(grad, dtype=float)
         return float(value), grad
 
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
@@ -113,8 +117,10 @@ def minimize_lbfgsb(
     messages = []
     if status == "maxeval":
         messages.append(f"optimiser reached the evaluation limit ({max_evals})")
-    return OptimResult(np.asarray(res.x, dtype=float), float(res.fun), evals[0], status,
-                       messages, n_gradients=evals[0])
+    x = np.asarray(res.x, dtype=float)
+    grad = last["grad"] if "x" in last and np.array_equal(last["x"], x) else None
+    return OptimResult(x, float(res.fun), evals[0], status, messages,
+                       n_gradients=evals[0], grad=grad)
 
 
 def _nlopt_minimize(
@@ -217,14 +223,21 @@ def gradient_difference_derivatives(
     x: np.ndarray,
     lower: np.ndarray,
     delta: float = 1e-4,
+    *,
+    central: bool = True,
+    grad_at_x: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The exact gradient at ``x`` and the Hessian by central differences of it.
+    """The exact gradient at ``x`` and the Hessian by differences of it, symmetrised.
 
-    Forward differences where ``x - delta`` would cross ``lower``; the result is
-    symmetrised. 1 + 2n gradients, against 1 + 2n^2 values for second differences.
+    Central differences (2n gradients beyond the one at ``x``; forward where
+    ``x - delta`` would cross ``lower``) for standard errors; forward ones (n
+    gradients, O(delta) error) are enough for lme4's convergence checks, which
+    use the Hessian only to scale the gradient and to test its sign. Second
+    differences of values would take 2n^2 values. ``grad_at_x`` saves a gradient
+    when the caller already has it.
     """
     n = len(x)
-    _, grad = fun_and_grad(x)
+    grad = fun_and_grad(x)[1] if grad_at_x is None else np.asarray(grad_at_x, dtype=float)
     hess = np.empty((n, n))
     for i in range(n):
         up = np.array(x, dtype=float)
@@ -232,7 +245,7 @@ def gradient_difference_derivatives(
         _, grad_up = fun_and_grad(up)
         down = np.array(x, dtype=float)
         down[i] -= delta
-        if down[i] >= lower[i]:
+        if central and down[i] >= lower[i]:
             _, grad_down = fun_and_grad(down)
             hess[:, i] = (grad_up - grad_down) / (2.0 * delta)
         else:

@@ -175,14 +175,19 @@ class LinearMixedModel(MixedModelBase):
     def _derivatives_at(
         self, theta: np.ndarray, result: OptimResult, optimizer: str
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Gradient and Hessian for lme4's convergence checks: differences of the exact
-        gradient (1 + 2n gradients) when the optimiser used it and that is cheaper than
-        lme4's second differences of values (1 + 2n^2 values; a gradient costs about
-        GRADIENT_COST values, so from four parameters on), else the latter."""
+        """Gradient and Hessian for lme4's convergence checks.
+
+        After L-BFGS-B: its exact gradient at the optimum and forward differences
+        of the gradient (n more gradients; a gradient costs about GRADIENT_COST
+        values, so this is cheaper than lme4's 2n^2 values from two parameters
+        on). Otherwise lme4's second differences of values.
+        """
         n = len(theta)
-        if optimizer == "lbfgsb" and (1 + 2 * n) * GRADIENT_COST < 1 + 2 * n * n:
+        if optimizer == "lbfgsb" and n * GRADIENT_COST < 2 * n * n:
+            at_optimum = result.grad if np.array_equal(theta, result.x) else None
             return gradient_difference_derivatives(
-                self.objective_and_gradient, theta, self.theta_lower
+                self.objective_and_gradient, theta, self.theta_lower,
+                central=False, grad_at_x=at_optimum,
             )
         at_optimum = result.fun if np.array_equal(theta, result.x) else None
         return finite_difference_derivatives(
