@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .kernels import gram
-from .predictor import GramSystem, PairBlocks, assemble_gram, build_layout
+from .predictor import GramSystem, PairBlocks, assemble_gram, build_layout, engine_terms
 from .terms import RandomTerm
 
 if TYPE_CHECKING:
@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 #: About this many complete rows, evenly spaced, give the initial shift s0.
 SHIFT_ROWS = 10_000
+
+#: Rows per chunk for the row-wise sums (bounds their temporaries; sums are unchanged).
+ROW_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,9 @@ class Accumulated:
     response_variance: float
     #: rows per level, per term (the engine numbers later factors' levels by these)
     level_counts: tuple[np.ndarray, ...]
+    #: the level orders ``gram`` is numbered by (see predictor.engine_terms), or None
+    #: when it is in the terms' own order
+    level_orders: list[np.ndarray | None] | None = None
 
 
 def sample_step(n: int) -> int:
@@ -71,10 +77,21 @@ class GramAccumulator:
     grouping factors are kept as sorted level-pair keys with one block each;
     a batch that meets new pairs merges them in (zero blocks), then every
     row adds to its pair's block in place. Memory is O(pairs + batch).
+
+    With ``level_orders`` the codes given to :meth:`add` number each term's
+    levels by its order (the engine's, see predictor.engine_terms): the Gram
+    blocks come out in that order, the start statistics in the terms' own.
     """
 
-    def __init__(self, terms: list[RandomTerm], n_x: int, shift0: np.ndarray):
+    def __init__(
+        self,
+        terms: list[RandomTerm],
+        n_x: int,
+        shift0: np.ndarray,
+        level_orders: list[np.ndarray | None] | None = None,
+    ):
         self.terms = terms
+        self.level_orders = level_orders
         self.layout = build_layout(terms)
         self.shift0 = np.asarray(shift0, dtype=float)
         self.n_x = n_x
@@ -109,10 +126,19 @@ class GramAccumulator:
         n = len(y)
         if n == 0:
             return
-        y0 = y - offset
-        for j in range(self.n_x):  # elementwise, so a row's y0 does not depend on its batch
-            y0 = y0 - x[:, j] * self.shift0[j]
-        xy = np.ascontiguousarray(np.column_stack([x, y0]))
+        self._add_pair_blocks(codes, z, weights)
+        for start in range(0, n, ROW_CHUNK):
+            rows = slice(start, start + ROW_CHUNK)
+            self._add_rows(
+                tuple(c[rows] for c in codes), tuple(v[rows] for v in z), x[rows], y[rows],
+                weights[rows], offset[rows],
+            )
+        self.n += n
+
+    def _add_pair_blocks(
+        self, codes: tuple[np.ndarray, ...], z: tuple[np.ndarray, ...], weights: np.ndarray
+    ) -> None:
+        """Z'WZ's blocks: every row adds to its level pair's block, in row order."""
         for (a, b), blocks in self.diagonal.items():
             gram.accumulate_pair_blocks(codes[a], z[a], z[b], weights, blocks)
         for (a, b), (keys, blocks) in self.crossed.items():
@@ -120,7 +146,9 @@ class GramAccumulator:
             pair_a, pair_b, row_pair = gram.unique_level_pairs(
                 codes[a], codes[b], self.terms[a].n_levels, n_b
             )
-            batch_keys = pair_a * n_b + pair_b
+            batch_keys = pair_a * n_b
+            batch_keys += pair_b
+            del pair_a, pair_b
             if len(keys) == 0:  # the first batch (the only one in memory): its pairs
                 keys, blocks = batch_keys, np.zeros((len(batch_keys), blocks.shape[1]))
                 self.crossed[(a, b)] = (keys, blocks)
@@ -137,8 +165,25 @@ class GramAccumulator:
                     self.crossed[(a, b)] = (keys, blocks)
                     where = np.searchsorted(keys, batch_keys)
                 row_global = where[row_pair]
+            del batch_keys, row_pair
             shaped = blocks.reshape(len(keys), self.terms[a].size, self.terms[b].size)
             gram.accumulate_pair_blocks(row_global, z[a], z[b], weights, shaped)
+
+    def _add_rows(
+        self,
+        codes: tuple[np.ndarray, ...],
+        z: tuple[np.ndarray, ...],
+        x: np.ndarray,
+        y: np.ndarray,
+        weights: np.ndarray,
+        offset: np.ndarray,
+    ) -> None:
+        """Z'W[X y0], [X y0]'W[X y0], the level sums and moments over some rows, in order."""
+        n = len(y)
+        y0 = y - offset
+        for j in range(self.n_x):  # elementwise, so a row's y0 does not depend on its batch
+            y0 = y0 - x[:, j] * self.shift0[j]
+        xy = np.ascontiguousarray(np.column_stack([x, y0]))
         ones = np.ones(n)
         for k, term in enumerate(self.terms):
             start = self.layout.term_col_offset[k]
@@ -152,7 +197,6 @@ class GramAccumulator:
             self.y_ref = float(y[0])
         sums = np.column_stack([ones, y - self.y_ref, np.log(weights)])
         gram.accumulate_weighted_crossprod(sums, sums, ones, self.moments)
-        self.n += n
 
     def finish(self, keep: np.ndarray) -> Accumulated:
         """The GramSystem on X's ``keep`` columns, for y minus its least-squares fit on them."""
@@ -184,15 +228,22 @@ class GramAccumulator:
                 n_b = self.terms[b].n_levels
                 pairs.append(PairBlocks(a, b, keys // n_b, keys % n_b,
                                         blocks.reshape(len(keys), size_a, size_b)))
+        self.diagonal, self.crossed = {}, {}  # pairs holds the blocks; free them as it goes
         n = self.n
         sum_log_w = float(self.moments[0, 2])
         gram_system = assemble_gram(self.terms, self.layout, pairs, ztxy, xyxy, n, sum_log_w)
+        if self.level_orders is not None:  # the start statistics in the terms' own order
+            self.level_stats = [
+                stats if order is None else stats[order]
+                for stats, order in zip(self.level_stats, self.level_orders, strict=True)
+            ]
         return Accumulated(
             gram=gram_system,
             beta_shift=s0[keep] + delta,
             between_variances=self._between_variances(),
             response_variance=self._response_variance(),
             level_counts=tuple(stats[:, 1].copy() for stats in self.level_stats),
+            level_orders=self.level_orders,
         )
 
     def _response_variance(self) -> float:
@@ -213,14 +264,22 @@ class GramAccumulator:
         return np.array(out)
 
 
-def accumulate_in_memory(design: Design) -> Accumulated:
-    """The accumulator a streamed fit feeds batch by batch, fed all rows of a Design at once."""
+def accumulate_in_memory(design: Design, factorization: str = "auto") -> Accumulated:
+    """The accumulator a streamed fit feeds batch by batch, fed all rows of a Design at once.
+
+    The levels are numbered as the engine stores them (predictor.engine_terms)
+    before anything is summed, so Z'WZ is built in that order and never
+    permuted afterwards.
+    """
     x = design.x_all
     rows = slice(None, None, sample_step(len(design.y)))
     shift0 = initial_shift(x[rows], (design.y - design.offset)[rows], design.weights[rows])
-    accumulator = GramAccumulator(list(design.terms), x.shape[1], shift0)
+    terms = list(design.terms)
+    inside, orders = engine_terms(terms, build_layout(terms), factorization)
+    accumulator = GramAccumulator(terms, x.shape[1], shift0, orders)
     accumulator.add(
-        tuple(t.codes for t in design.terms), tuple(t.z for t in design.terms), x, design.y,
+        tuple(t.codes for t in inside), tuple(t.z for t in inside), x, design.y,
         design.weights, design.offset,
     )
+    del inside
     return accumulator.finish(design.kept_columns)

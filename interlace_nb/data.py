@@ -42,14 +42,22 @@ class DataError(ValueError):
 class ModelFrame:
     """The rows and columns a model uses, after NA handling.
 
-    ``frame`` holds only the needed columns; ``row_index`` maps each of its
-    rows to the caller's row number.
+    ``frame`` holds only the needed columns; ``kept_rows`` the caller's row
+    number of each of its rows, or None when no row was dropped (an index of
+    every row of a large frame would cost 8 bytes a row for nothing).
     """
 
     frame: pl.DataFrame
-    row_index: np.ndarray
+    kept_rows: np.ndarray | None
     n_input_rows: int
     n_dropped: int
+
+    @property
+    def row_index(self) -> np.ndarray:
+        """The caller's row number of each row of ``frame``."""
+        if self.kept_rows is None:
+            return np.arange(self.frame.height, dtype=np.int64)
+        return self.kept_rows
 
 
 def _not_a_frame(data: object) -> TypeError:
@@ -358,11 +366,13 @@ def load_model_frame(
     """
     check_na_action(na_action)
     check_columns_present(columns, column_names(data))
-    lazy = as_lazy(data, list(columns))
-    try:
-        frame = lazy.select(list(columns)).with_row_index(ROW_INDEX).collect()
-    except pl.exceptions.PolarsError as exc:
-        raise query_error(exc, columns) from exc
+    if isinstance(data, pl.DataFrame):
+        frame = data.select(list(columns))  # shares the caller's buffers: no copy
+    else:
+        try:
+            frame = as_lazy(data, list(columns)).select(list(columns)).collect()
+        except pl.exceptions.PolarsError as exc:
+            raise query_error(exc, columns) from exc
     n_input = frame.height
     roles = dict(columns)
     if extra_columns:
@@ -383,10 +393,12 @@ def load_model_frame(
         checked,
     )
     check_row_counts(counts, roles, na_action)
+    kept_rows = None
     if counts.n_incomplete:
-        frame = frame.filter(~missing_mask(frame.schema, checked))
-    row_index = frame.get_column(ROW_INDEX).to_numpy().astype(np.int64)
-    return ModelFrame(frame.drop(ROW_INDEX), row_index, n_input, counts.n_incomplete)
+        complete = frame.select(~missing_mask(frame.schema, checked)).to_series()
+        kept_rows = np.flatnonzero(complete.to_numpy()).astype(np.int64)
+        frame = frame.filter(complete)
+    return ModelFrame(frame, kept_rows, n_input, counts.n_incomplete)
 
 
 def query_error(exc: Exception, columns: Iterable[str]) -> DataError:
@@ -405,7 +417,26 @@ def level_codes(frame: pl.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarr
     strings by code point). Only levels present in the rows are kept (as
     lme4 drops unused levels). An interaction's levels are ordered by its
     components and labelled ``"a:b"`` in the order the factors are named.
+    Codes are int32 when the rows allow (half the memory of int64); labels
+    come from the distinct level combinations, which dense ranks number
+    exactly as they number the rows.
     """
+    small = frame.height < np.iinfo(np.int32).max
+    key = _level_key(frame, factors).cast(pl.Int32 if small else pl.Int64)
+    codes = frame.select(key).to_series().to_numpy(writable=True)
+    distinct = frame.select(list(factors)).unique()
+    labelled = distinct.select(
+        _level_key(distinct, factors).alias("__code"),
+        pl.concat_str([pl.col(n).cast(pl.String) for n in factors], separator=":").alias(
+            "__label"
+        ),
+    )
+    labels = labelled.sort("__code").get_column("__label").to_list()
+    return codes, labels
+
+
+def _level_key(frame: pl.DataFrame, factors: tuple[str, ...]) -> pl.Expr:
+    """Dense rank (from 0) of each row's level combination, ordered by the components."""
     component_codes = [(pl.col(name).rank("dense") - 1).cast(pl.Int64) for name in factors]
     key = component_codes[0]
     if len(component_codes) > 1:
@@ -414,14 +445,4 @@ def level_codes(frame: pl.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarr
         for code, size in zip(component_codes, sizes, strict=True):
             key = key * size + code
         key = (key.rank("dense") - 1).cast(pl.Int64)
-    labelled = frame.select(
-        key.alias("__code"),
-        pl.concat_str([pl.col(n).cast(pl.String) for n in factors], separator=":").alias(
-            "__label"
-        ),
-    )
-    codes = labelled.get_column("__code").to_numpy().astype(np.int64)
-    labels = (
-        labelled.unique("__code").sort("__code").get_column("__label").to_list()
-    )
-    return codes, labels
+    return key

@@ -17,6 +17,7 @@ from .data import (
     ModelFrame,
     column_names,
     formula_variable_sources,
+    formula_variables,
     formulaic_frame,
     level_codes,
     load_model_frame,
@@ -267,11 +268,10 @@ def build_design(
         frame = _binary_factor_response(frame, parsed.response)
     check_numeric_response(frame.schema, parsed.response)
     check_variable_types(frame.schema, columns)
-    pandas_frame = formulaic_frame(frame)
 
     fixed = formulaic_matrix(
         f"{response_spec} ~ {parsed.fixed_rhs}",
-        pandas_frame,
+        pandas_columns(frame, f"0 + {response_spec}", parsed.fixed_rhs),
         "fixed-effects",
         frame.schema,
         response=parsed.response,
@@ -300,11 +300,14 @@ def build_design(
     terms = []
     for spec in parsed.random_terms:
         z_matrix = formulaic_matrix(
-            spec.lhs, pandas_frame, f"random-effects term {spec.text}", frame.schema
+            spec.lhs, pandas_columns(frame, spec.lhs), f"random-effects term {spec.text}",
+            frame.schema,
         )
         check_factor_levels(z_matrix, f"random-effects {spec.text}", model_frame.n_dropped)
         z = np.ascontiguousarray(np.asarray(z_matrix, dtype=float))
         check_finite(z, tuple(z_matrix.model_spec.column_names), f"term in {spec.text}")
+        if z.shape[1] == 1 and bool((z == 1.0).all()):
+            z = constant_rows(1.0, n, 1)
         if z.shape[1] == 0:
             raise DataError(f"random-effects term {spec.text} has no effects")
         codes, levels = level_codes(frame, spec.factors)
@@ -331,11 +334,11 @@ def build_design(
                 "values (drop those rows or fix the weights)"
             )
     else:
-        w = np.ones(n)
+        w = constant_rows(1.0, n)
     if offset_col is not None or offset_array is not None:
         off = frame.get_column(offset_col or OFFSET_COLUMN).cast(pl.Float64).to_numpy().copy()
     else:
-        off = np.zeros(n)
+        off = constant_rows(0.0, n)
     return Design(
         parsed=parsed,
         model_frame=model_frame,
@@ -347,12 +350,38 @@ def build_design(
         dropped_x_names=dropped,
         fixed_spec=fixed.rhs.model_spec,
         terms=tuple(lme4_term_order(terms)),
-        weights=np.ascontiguousarray(w),
-        offset=np.ascontiguousarray(off),
+        weights=w,
+        offset=off,
         has_weights=weights is not None,
         has_offset=offset is not None,
         trials=trials,
     )
+
+
+def pandas_columns(frame: pl.DataFrame, *specs: str) -> pd.DataFrame:
+    """The columns of ``frame`` that the formulaic right-hand sides ``specs`` read, as pandas.
+
+    Converting only these (not the grouping factors, which formulaic never
+    sees) saves a copy of most of the frame; with no column (``1``) the
+    frame still has the rows.
+    """
+    names: list[str] = []
+    for spec in specs:
+        names += [c for c in formula_variables(spec, frame.columns) if c not in names]
+    names = [c for c in names if c in frame.columns]
+    if not names:
+        return pd.DataFrame(index=pd.RangeIndex(frame.height))
+    return formulaic_frame(frame.select(names))
+
+
+def constant_rows(value: float, n: int, width: int | None = None) -> np.ndarray:
+    """A read-only view of ``value`` repeated over n rows (and ``width`` columns).
+
+    The default weights and offset and an intercept's covariate take no
+    memory this way (stride 0), where arrays would take 8 bytes a row each.
+    """
+    shape = (n,) if width is None else (n, width)
+    return np.broadcast_to(np.float64(value), shape)
 
 
 def check_term(term: RandomTerm, n: int) -> None:

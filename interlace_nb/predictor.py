@@ -246,23 +246,26 @@ def assemble_gram(
     """The GramSystem from Z'WZ's pair blocks, Z'W[X y] (q x p+1) and [X y]'W[X y]."""
     counts = np.array([len(pair.level_a) for pair in pairs], dtype=np.int64)
     widths = np.array([terms[pair.a].size * terms[pair.b].size for pair in pairs], dtype=np.int64)
+    mirrored = np.array([1 if pair.a == pair.b else 2 for pair in pairs], dtype=np.int64)
     pair_start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     value_start = np.concatenate([[0], np.cumsum(counts * widths)[:-1]]).astype(np.int64)
+    q = layout.q
+    nnz = int((counts * widths * mirrored).sum())
+    small = np.int32 if max(q, nnz) < np.iinfo(np.int32).max else np.int64
     indptr, indices, data = gram.csc_from_pair_blocks(
         np.array([pair.a for pair in pairs], dtype=np.int64),
         np.array([pair.b for pair in pairs], dtype=np.int64),
         pair_start,
         value_start,
-        np.concatenate([pair.level_a for pair in pairs]).astype(np.int64),
-        np.concatenate([pair.level_b for pair in pairs]).astype(np.int64),
+        np.concatenate([pair.level_a for pair in pairs], dtype=np.int64),
+        np.concatenate([pair.level_b for pair in pairs], dtype=np.int64),
         np.concatenate([pair.blocks.ravel() for pair in pairs]),
         layout.term_col_offset,
         layout.term_size,
         np.array([t.n_levels for t in terms], dtype=np.int64),
+        index_dtype=small,
     )
-    q = layout.q
-    small = np.int32 if max(q, len(data)) < np.iinfo(np.int32).max else np.int64
-    ztz = sp.csc_matrix((data, indices.astype(small), indptr.astype(small)), shape=(q, q))
+    ztz = sp.csc_matrix((data, indices, indptr.astype(small)), shape=(q, q))
     return _gram_system(ztz, ztxy, xyxy, n, sum_log_weights)
 
 
@@ -329,7 +332,7 @@ def reorder_levels(term: RandomTerm, order: np.ndarray | None) -> RandomTerm:
     by_position = np.argsort(order)
     return replace(
         term,
-        codes=order[term.codes],
+        codes=order.astype(term.codes.dtype)[term.codes],
         levels=tuple(term.levels[k] for k in by_position),
     )
 

@@ -165,102 +165,127 @@ def accumulate_weighted_crossprod(a, b, weights, out):
 
 
 @kernel
-def _level_pointers(levels, n_levels, order):
-    """Start of each level's entries in ``levels[order]`` (length n_levels + 1)."""
+def _level_starts(levels, n_levels):
+    """Start of each level's entries once ``levels`` is sorted (length n_levels + 1)."""
     ptr = np.zeros(n_levels + 1, dtype=np.int64)
-    for i in range(order.shape[0]):
-        ptr[levels[order[i]] + 1] += 1
+    for i in range(levels.shape[0]):
+        ptr[levels[i] + 1] += 1
     for level in range(n_levels):
         ptr[level + 1] += ptr[level]
     return ptr
 
 
 @kernel
-def _emit_rows(pass_fill, blk_a, blk_b, pair_start, value_start, level_a, level_b, values,
-               term_col_offset, term_size, term_n_levels, col_next, indices, data):
-    """Walk Z'WZ's entries row by row (see csc_from_pair_blocks); count or fill."""
+def _stable_order(levels, ptr):
+    """Positions 0..m-1 stably sorted by ``levels`` (counting sort; ptr from _level_starts)."""
+    cursor = ptr[:-1].copy()
+    order = np.empty(levels.shape[0], dtype=np.int64)
+    for i in range(levels.shape[0]):
+        order[cursor[levels[i]]] = i
+        cursor[levels[i]] += 1
+    return order
+
+
+@kernel
+def csc_column_counts(blk_a, blk_b, pair_start, level_a, level_b, term_size, term_n_levels,
+                      term_col_offset):
+    """Entries per column of full-symmetric Z'WZ (see fill_csc_from_pair_blocks)."""
+    q = 0
+    for t in range(term_size.shape[0]):
+        q += term_size[t] * term_n_levels[t]
+    counts = np.zeros(q, dtype=np.int64)
+    for k in range(blk_a.shape[0]):
+        a = blk_a[k]
+        b = blk_b[k]
+        for i in range(pair_start[k], pair_start[k + 1]):
+            first = term_col_offset[a] + level_a[i] * term_size[a]
+            for r in range(term_size[a]):
+                counts[first + r] += term_size[b]
+            if a != b:
+                first = term_col_offset[b] + level_b[i] * term_size[b]
+                for c in range(term_size[b]):
+                    counts[first + c] += term_size[a]
+    return counts
+
+
+@kernel
+def fill_csc_from_pair_blocks(blk_a, blk_b, pair_start, value_start, level_a, level_b, values,
+                              term_col_offset, term_size, term_n_levels, indptr, indices, data):
+    """Fill Z'WZ's CSC arrays column by column, each column's rows in increasing order.
+
+    Column (t, level, r) takes, block by block in (a, b) order, the entries
+    of blocks (a, t) with a < t whose level_b is ``level`` (found through a
+    stable counting sort, so by level_a) and then those of blocks (t, b)
+    whose level_a is ``level`` (stored contiguously, by level_b): the rows
+    come out sorted and every write is sequential. Block (a, b) pair i with
+    value B (p_a x p_b) holds entry ((a, la, r), (b, lb, c)) = B[r, c] and,
+    for a != b, its mirror with the same value.
+    """
     n_blocks = blk_a.shape[0]
-    n_terms = term_size.shape[0]
-    # per block: its pairs ordered by level_a (as stored) and by level_b (counting sort)
     ptr_a_list = []
-    order_b_list = []
     ptr_b_list = []
+    order_b_list = []
     for k in range(n_blocks):
         lo = pair_start[k]
         hi = pair_start[k + 1]
-        own = np.arange(hi - lo)
-        la = level_a[lo:hi]
-        lb = level_b[lo:hi]
-        ptr_a_list.append(_level_pointers(la, term_n_levels[blk_a[k]], own))
-        order_b = _counting_order(lb, term_n_levels[blk_b[k]], own)
-        order_b_list.append(order_b)
-        ptr_b_list.append(_level_pointers(lb, term_n_levels[blk_b[k]], order_b))
-    for t in range(n_terms):
+        ptr_a_list.append(_level_starts(level_a[lo:hi], term_n_levels[blk_a[k]]))
+        ptr_b = _level_starts(level_b[lo:hi], term_n_levels[blk_b[k]])
+        ptr_b_list.append(ptr_b)
+        order_b_list.append(_stable_order(level_b[lo:hi], ptr_b))
+    for t in range(term_size.shape[0]):
         p_t = term_size[t]
         for level in range(term_n_levels[t]):
             for r in range(p_t):
-                row = term_col_offset[t] + level * p_t + r
+                pos = indptr[term_col_offset[t] + level * p_t + r]
                 for k in range(n_blocks):
                     a = blk_a[k]
                     b = blk_b[k]
                     lo = pair_start[k]
                     p_a = term_size[a]
                     p_b = term_size[b]
-                    if a == t:
-                        ptr = ptr_a_list[k]
-                        for i in range(ptr[level], ptr[level + 1]):
-                            base = value_start[k] + i * p_a * p_b + r * p_b
-                            first = term_col_offset[b] + level_b[lo + i] * p_b
-                            for c in range(p_b):
-                                col = first + c
-                                if pass_fill:
-                                    indices[col_next[col]] = row
-                                    data[col_next[col]] = values[base + c]
-                                col_next[col] += 1
+                    width = p_a * p_b
                     if b == t and a != b:
                         ptr = ptr_b_list[k]
                         order = order_b_list[k]
                         for j in range(ptr[level], ptr[level + 1]):
                             i = order[j]
                             first = term_col_offset[a] + level_a[lo + i] * p_a
+                            base = value_start[k] + i * width + r
                             for c in range(p_a):
-                                col = first + c
-                                if pass_fill:
-                                    indices[col_next[col]] = row
-                                    data[col_next[col]] = values[
-                                        value_start[k] + i * p_a * p_b + c * p_b + r
-                                    ]
-                                col_next[col] += 1
+                                indices[pos] = first + c
+                                data[pos] = values[base + c * p_b]
+                                pos += 1
+                    if a == t:
+                        ptr = ptr_a_list[k]
+                        for i in range(ptr[level], ptr[level + 1]):
+                            first = term_col_offset[b] + level_b[lo + i] * p_b
+                            base = value_start[k] + i * width
+                            for c in range(p_b):
+                                indices[pos] = first + c
+                                # a == b: entry ((t, l, c), (t, l, r)) is B[c, r] itself
+                                data[pos] = values[base + (c * p_b + r if a == b else r * p_b + c)]
+                                pos += 1
 
 
-@kernel
 def csc_from_pair_blocks(blk_a, blk_b, pair_start, value_start, level_a, level_b, values,
-                         term_col_offset, term_size, term_n_levels):
+                         term_col_offset, term_size, term_n_levels, index_dtype=np.int64):
     """Full-symmetric Z'WZ in CSC form, rows sorted, from its blocks between terms a <= b.
 
-    Block k joins terms ``blk_a[k] <= blk_b[k]``; its pairs are
-    ``pair_start[k]:pair_start[k + 1]`` of ``level_a``/``level_b`` (sorted by
-    level_a, then level_b), pair i's p_a x p_b block row-major at
+    Block k joins terms ``blk_a[k] <= blk_b[k]``, blocks sorted by (a, b);
+    its pairs are ``pair_start[k]:pair_start[k + 1]`` of ``level_a``/``level_b``
+    (sorted by level_a, then level_b), pair i's p_a x p_b block row-major at
     ``values[value_start[k] + i * p_a * p_b:]``. A block with a < b also
-    gives its transpose. Entries are written row by row, so each column's
-    rows come out sorted. Returns ``(indptr, indices, data)``.
+    gives its transpose. Returns ``(indptr, indices, data)``, the indices of
+    ``index_dtype`` (int32 halves them when they fit).
     """
-    q = 0
-    for t in range(term_size.shape[0]):
-        q += term_size[t] * term_n_levels[t]
-    counts = np.zeros(q, dtype=np.int64)
-    dummy_i = np.zeros(0, dtype=np.int64)
-    dummy_d = np.zeros(0)
-    _emit_rows(False, blk_a, blk_b, pair_start, value_start, level_a, level_b, values,
-               term_col_offset, term_size, term_n_levels, counts, dummy_i, dummy_d)
-    indptr = np.zeros(q + 1, dtype=np.int64)
-    for col in range(q):
-        indptr[col + 1] = indptr[col] + counts[col]
-    col_next = indptr[:q].copy()
-    indices = np.empty(indptr[q], dtype=np.int64)
-    data = np.empty(indptr[q])
-    _emit_rows(True, blk_a, blk_b, pair_start, value_start, level_a, level_b, values,
-               term_col_offset, term_size, term_n_levels, col_next, indices, data)
+    counts = csc_column_counts(blk_a, blk_b, pair_start, level_a, level_b, term_size,
+                               term_n_levels, term_col_offset)
+    indptr = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    indices = np.empty(indptr[-1], dtype=index_dtype)
+    data = np.empty(indptr[-1])
+    fill_csc_from_pair_blocks(blk_a, blk_b, pair_start, value_start, level_a, level_b, values,
+                              term_col_offset, term_size, term_n_levels, indptr, indices, data)
     return indptr, indices, data
 
 

@@ -81,7 +81,7 @@ class LinearMixedModel(MixedModelBase):
                 formula, data, weights=weights, offset=offset, na_action=na_action
             )
             d = self.design
-            accumulated = accumulate_in_memory(d)
+            accumulated = accumulate_in_memory(d, factorization)
         self.terms = list(d.terms)
         self.layout = build_layout(self.terms)
         # The Gram blocks are for y minus its weighted least-squares fit: beta shifts by
@@ -89,9 +89,16 @@ class LinearMixedModel(MixedModelBase):
         # blocks, keeps its digits when y has a large mean.
         self._beta_shift = accumulated.beta_shift
         self._start_variances = (accumulated.between_variances, accumulated.response_variance)
-        self.predictor = predictor_in_engine_order(
-            self.terms, self.layout, accumulated.gram, factorization, accumulated.level_counts
-        )
+        if accumulated.level_orders is None:
+            self.predictor = predictor_in_engine_order(
+                self.terms, self.layout, accumulated.gram, factorization,
+                accumulated.level_counts,
+            )
+        else:  # built in the engine's order already
+            self.predictor = Predictor(
+                self.terms, self.layout, accumulated.gram, factorization,
+                accumulated.level_orders,
+            )
         self.setup_seconds = time.perf_counter() - started
         self.theta_lower = np.concatenate([t.theta_lower() for t in self.terms])
         self._solution: LmmSolution | None = None
