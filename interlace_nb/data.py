@@ -220,7 +220,7 @@ def formulaic_frame(
     fit takes the levels of all its rows). Decimals become floats
     (formulaic would take them as factors).
     """
-    out = frame.to_pandas()
+    out = {}
     for name, dtype in frame.schema.items():
         column = frame.get_column(name)
         if isinstance(dtype, (pl.Enum, pl.Categorical)):
@@ -231,7 +231,11 @@ def formulaic_frame(
             out[name] = pd.Categorical(column.cast(pl.String).to_list(), categories=present)
         elif isinstance(dtype, pl.Decimal):
             out[name] = column.cast(pl.Float64).to_numpy()
-    return out
+        elif dtype.is_numeric() and not column.has_nulls():
+            out[name] = column.to_numpy()  # read-only view of the frame's buffer: no copy
+        else:
+            out[name] = column.to_pandas()
+    return pd.DataFrame(out, index=pd.RangeIndex(frame.height), copy=False)
 
 
 def missing_mask(schema: pl.Schema, columns: list[str]) -> pl.Expr:
@@ -417,21 +421,27 @@ def level_codes(frame: pl.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarr
     strings by code point). Only levels present in the rows are kept (as
     lme4 drops unused levels). An interaction's levels are ordered by its
     components and labelled ``"a:b"`` in the order the factors are named.
-    Codes are int32 when the rows allow (half the memory of int64); labels
-    come from the distinct level combinations, which dense ranks number
-    exactly as they number the rows.
+    Codes are int32 when the rows allow (half the memory of int64). The
+    levels are ranked among the distinct level combinations only, which
+    dense ranks number exactly as they would number the rows, and the rows
+    find their code by a join (ranking all rows sorts them: several times
+    slower).
     """
-    small = frame.height < np.iinfo(np.int32).max
-    key = _level_key(frame, factors).cast(pl.Int32 if small else pl.Int64)
-    codes = frame.select(key).to_series().to_numpy(writable=True)
+    dtype = pl.Int32 if frame.height < np.iinfo(np.int32).max else pl.Int64
     distinct = frame.select(list(factors)).unique()
-    labelled = distinct.select(
-        _level_key(distinct, factors).alias("__code"),
+    table = distinct.with_columns(
+        _level_key(distinct, factors).cast(dtype).alias("__code"),
         pl.concat_str([pl.col(n).cast(pl.String) for n in factors], separator=":").alias(
             "__label"
         ),
     )
-    labels = labelled.sort("__code").get_column("__label").to_list()
+    codes = (
+        frame.select(list(factors))
+        .join(table.drop("__label"), on=list(factors), how="left", maintain_order="left")
+        .get_column("__code")
+        .to_numpy(writable=True)
+    )
+    labels = table.sort("__code").get_column("__label").to_list()
     return codes, labels
 
 

@@ -98,11 +98,12 @@ def independent_columns(x: np.ndarray) -> np.ndarray:
         if norm == 0.0:
             continue
         residual = column - basis @ (basis.T @ column)
-        residual = residual - basis @ (basis.T @ residual)
+        residual -= basis @ (basis.T @ residual)
         res_norm = np.linalg.norm(residual)
         if res_norm > RANK_TOLERANCE * norm:
             kept.append(j)
-            basis = np.column_stack([basis, residual / res_norm])
+            if j + 1 < x.shape[1]:  # no later column projects on the last one
+                basis = np.column_stack([basis, residual / res_norm])
     return np.array(kept, dtype=np.int64)
 
 

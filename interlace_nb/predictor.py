@@ -244,22 +244,18 @@ def assemble_gram(
     sum_log_weights: float,
 ) -> GramSystem:
     """The GramSystem from Z'WZ's pair blocks, Z'W[X y] (q x p+1) and [X y]'W[X y]."""
-    counts = np.array([len(pair.level_a) for pair in pairs], dtype=np.int64)
-    widths = np.array([terms[pair.a].size * terms[pair.b].size for pair in pairs], dtype=np.int64)
-    mirrored = np.array([1 if pair.a == pair.b else 2 for pair in pairs], dtype=np.int64)
-    pair_start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    value_start = np.concatenate([[0], np.cumsum(counts * widths)[:-1]]).astype(np.int64)
+    nnz = sum(
+        len(pair.level_a) * terms[pair.a].size * terms[pair.b].size * (1 if pair.a == pair.b else 2)
+        for pair in pairs
+    )
     q = layout.q
-    nnz = int((counts * widths * mirrored).sum())
     small = np.int32 if max(q, nnz) < np.iinfo(np.int32).max else np.int64
     indptr, indices, data = gram.csc_from_pair_blocks(
         np.array([pair.a for pair in pairs], dtype=np.int64),
         np.array([pair.b for pair in pairs], dtype=np.int64),
-        pair_start,
-        value_start,
-        np.concatenate([pair.level_a for pair in pairs], dtype=np.int64),
-        np.concatenate([pair.level_b for pair in pairs], dtype=np.int64),
-        np.concatenate([pair.blocks.ravel() for pair in pairs]),
+        [pair.level_a for pair in pairs],
+        [pair.level_b for pair in pairs],
+        [pair.blocks for pair in pairs],
         layout.term_col_offset,
         layout.term_size,
         np.array([t.n_levels for t in terms], dtype=np.int64),

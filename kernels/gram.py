@@ -6,6 +6,7 @@ columns (``z_k``, an n x p_k array). Its columns in Z are level-major: level
 """
 
 import numpy as np
+from numba.typed import List
 
 from .config import kernel
 
@@ -187,7 +188,7 @@ def _stable_order(levels, ptr):
 
 
 @kernel
-def csc_column_counts(blk_a, blk_b, pair_start, level_a, level_b, term_size, term_n_levels,
+def csc_column_counts(blk_a, blk_b, level_a, level_b, term_size, term_n_levels,
                       term_col_offset):
     """Entries per column of full-symmetric Z'WZ (see fill_csc_from_pair_blocks)."""
     q = 0
@@ -197,20 +198,22 @@ def csc_column_counts(blk_a, blk_b, pair_start, level_a, level_b, term_size, ter
     for k in range(blk_a.shape[0]):
         a = blk_a[k]
         b = blk_b[k]
-        for i in range(pair_start[k], pair_start[k + 1]):
-            first = term_col_offset[a] + level_a[i] * term_size[a]
+        la = level_a[k]
+        lb = level_b[k]
+        for i in range(la.shape[0]):
+            first = term_col_offset[a] + la[i] * term_size[a]
             for r in range(term_size[a]):
                 counts[first + r] += term_size[b]
             if a != b:
-                first = term_col_offset[b] + level_b[i] * term_size[b]
+                first = term_col_offset[b] + lb[i] * term_size[b]
                 for c in range(term_size[b]):
                     counts[first + c] += term_size[a]
     return counts
 
 
 @kernel
-def fill_csc_from_pair_blocks(blk_a, blk_b, pair_start, value_start, level_a, level_b, values,
-                              term_col_offset, term_size, term_n_levels, indptr, indices, data):
+def fill_csc_from_pair_blocks(blk_a, blk_b, level_a, level_b, values, term_col_offset,
+                              term_size, term_n_levels, indptr, indices, data):
     """Fill Z'WZ's CSC arrays column by column, each column's rows in increasing order.
 
     Column (t, level, r) takes, block by block in (a, b) order, the entries
@@ -226,12 +229,10 @@ def fill_csc_from_pair_blocks(blk_a, blk_b, pair_start, value_start, level_a, le
     ptr_b_list = []
     order_b_list = []
     for k in range(n_blocks):
-        lo = pair_start[k]
-        hi = pair_start[k + 1]
-        ptr_a_list.append(_level_starts(level_a[lo:hi], term_n_levels[blk_a[k]]))
-        ptr_b = _level_starts(level_b[lo:hi], term_n_levels[blk_b[k]])
+        ptr_a_list.append(_level_starts(level_a[k], term_n_levels[blk_a[k]]))
+        ptr_b = _level_starts(level_b[k], term_n_levels[blk_b[k]])
         ptr_b_list.append(ptr_b)
-        order_b_list.append(_stable_order(level_b[lo:hi], ptr_b))
+        order_b_list.append(_stable_order(level_b[k], ptr_b))
     for t in range(term_size.shape[0]):
         p_t = term_size[t]
         for level in range(term_n_levels[t]):
@@ -240,52 +241,57 @@ def fill_csc_from_pair_blocks(blk_a, blk_b, pair_start, value_start, level_a, le
                 for k in range(n_blocks):
                     a = blk_a[k]
                     b = blk_b[k]
-                    lo = pair_start[k]
                     p_a = term_size[a]
                     p_b = term_size[b]
                     width = p_a * p_b
+                    vals = values[k]
                     if b == t and a != b:
+                        la = level_a[k]
                         ptr = ptr_b_list[k]
                         order = order_b_list[k]
                         for j in range(ptr[level], ptr[level + 1]):
                             i = order[j]
-                            first = term_col_offset[a] + level_a[lo + i] * p_a
-                            base = value_start[k] + i * width + r
+                            first = term_col_offset[a] + la[i] * p_a
+                            base = i * width + r
                             for c in range(p_a):
                                 indices[pos] = first + c
-                                data[pos] = values[base + c * p_b]
+                                data[pos] = vals[base + c * p_b]
                                 pos += 1
                     if a == t:
+                        lb = level_b[k]
                         ptr = ptr_a_list[k]
                         for i in range(ptr[level], ptr[level + 1]):
-                            first = term_col_offset[b] + level_b[lo + i] * p_b
-                            base = value_start[k] + i * width
+                            first = term_col_offset[b] + lb[i] * p_b
+                            base = i * width
                             for c in range(p_b):
                                 indices[pos] = first + c
                                 # a == b: entry ((t, l, c), (t, l, r)) is B[c, r] itself
-                                data[pos] = values[base + (c * p_b + r if a == b else r * p_b + c)]
+                                data[pos] = vals[base + (c * p_b + r if a == b else r * p_b + c)]
                                 pos += 1
 
 
-def csc_from_pair_blocks(blk_a, blk_b, pair_start, value_start, level_a, level_b, values,
-                         term_col_offset, term_size, term_n_levels, index_dtype=np.int64):
+def csc_from_pair_blocks(blk_a, blk_b, level_a, level_b, values, term_col_offset, term_size,
+                         term_n_levels, index_dtype=np.int64):
     """Full-symmetric Z'WZ in CSC form, rows sorted, from its blocks between terms a <= b.
 
     Block k joins terms ``blk_a[k] <= blk_b[k]``, blocks sorted by (a, b);
-    its pairs are ``pair_start[k]:pair_start[k + 1]`` of ``level_a``/``level_b``
-    (sorted by level_a, then level_b), pair i's p_a x p_b block row-major at
-    ``values[value_start[k] + i * p_a * p_b:]``. A block with a < b also
-    gives its transpose. Returns ``(indptr, indices, data)``, the indices of
-    ``index_dtype`` (int32 halves them when they fit).
+    its pairs are ``level_a[k]``/``level_b[k]`` (sorted by level_a, then
+    level_b), pair i's p_a x p_b block row-major at ``values[k][i * p_a * p_b:]``
+    (one array per block: nothing is concatenated). A block with a < b
+    also gives its transpose. Returns ``(indptr, indices, data)``, the
+    indices of ``index_dtype`` (int32 halves them when they fit).
     """
-    counts = csc_column_counts(blk_a, blk_b, pair_start, level_a, level_b, term_size,
-                               term_n_levels, term_col_offset)
+    level_a = List([np.ascontiguousarray(v, dtype=np.int64) for v in level_a])
+    level_b = List([np.ascontiguousarray(v, dtype=np.int64) for v in level_b])
+    values = List([np.ascontiguousarray(v, dtype=np.float64).ravel() for v in values])
+    counts = csc_column_counts(blk_a, blk_b, level_a, level_b, term_size, term_n_levels,
+                               term_col_offset)
     indptr = np.zeros(len(counts) + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
     indices = np.empty(indptr[-1], dtype=index_dtype)
     data = np.empty(indptr[-1])
-    fill_csc_from_pair_blocks(blk_a, blk_b, pair_start, value_start, level_a, level_b, values,
-                              term_col_offset, term_size, term_n_levels, indptr, indices, data)
+    fill_csc_from_pair_blocks(blk_a, blk_b, level_a, level_b, values, term_col_offset,
+                              term_size, term_n_levels, indptr, indices, data)
     return indptr, indices, data
 
 

@@ -277,7 +277,10 @@ def test_csc_from_pair_blocks_random(seed: int) -> None:
     args = (np.array(blk_a), np.array(blk_b), pair_start, value_start,
             np.concatenate(la_all).astype(np.int64), np.concatenate(lb_all).astype(np.int64),
             np.concatenate(vals), lay.term_col_offset, sizes, n_levels)
-    indptr, indices, data = gram.csc_from_pair_blocks(*args)
+    indptr, indices, data = gram.csc_from_pair_blocks(
+        np.array(blk_a), np.array(blk_b), la_all, lb_all, vals, lay.term_col_offset, sizes,
+        n_levels,
+    )
     got = sp.csc_matrix((data, indices, indptr), shape=(lay.q, lay.q))
     want = naive.csc_from_pair_blocks(*args)
     assert_allclose(got.toarray(), want, rtol=0, atol=0)
