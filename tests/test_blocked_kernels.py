@@ -18,11 +18,16 @@ import naive
 import numpy as np
 import polars as pl
 import pytest
-from interlace_nb.kernels import blocked, gram, lambda_ops
+from interlace_nb.kernels import blocked, gram, lambda_ops, tiled
 from numpy.testing import assert_allclose, assert_array_equal
 
 import interlace_nb
-from interlace_nb.linalg.blocked import balanced_column_bounds, downdate_column_work
+from interlace_nb.linalg.blocked import (
+    TileLayout,
+    balanced_column_bounds,
+    downdate_column_work,
+    downdate_work,
+)
 
 TOL = {"rtol": 1e-12, "atol": 1e-12}
 
@@ -198,6 +203,12 @@ def test_hand_made_system() -> None:
         blocked.downdate_schur_parallel(inp.indptr, inp.indices, l21, inp.q1, inp.p1,
                                         np.array(bounds, dtype=np.int64), parallel)
         assert_array_equal(parallel, downdated)
+    for tile_size in (1, 2, 5):
+        for n_bands in (1, 2, 4):
+            tiles = TileLayout(inp.indptr, inp.indices, inp.q1, inp.p1, 2, tile_size, n_bands)
+            by_tiles = filled.copy(order="F")
+            tiles.downdate(inp.indptr, inp.p1, l21, by_tiles)
+            assert_array_equal(by_tiles, downdated)
     upper = np.array([[2.0, -1.0], [0.0, 2.0]])
     assert_array_equal(upper.T @ upper, symmetric_from_upper(downdated))
     assert logdet + 2.0 * np.log(4.0) == pytest.approx(inp.logdet, rel=1e-15)  # det = 36 * 16
@@ -319,6 +330,19 @@ def check_blocked_kernels(inp: BlockedInput) -> None:
                                         np.array(bounds, dtype=np.int64), parallel)
         assert_array_equal(parallel, downdated, err_msg=f"bands {bounds}")
 
+    # the tiled downdate: the same products, each entry taking its levels in the same
+    # order, so equal bit for bit, whatever the tiles and the bands of column blocks
+    rows_below = np.diff(inp.indptr)[0:q1:p1] - p1
+    assert downdate_work(inp.indptr, q1, p1) == pytest.approx(work.sum() * p1 * p1)
+    for tile_size in sorted({1, 2, 3, 7, max(1, m // 2), m, m + 3} - {0}):
+        for n_bands in (1, 2, 3, 16):
+            tiles = TileLayout(inp.indptr, inp.indices, q1, p1, m, tile_size, n_bands)
+            assert tiles.entry_row.max(initial=-1) < tile_size
+            assert len(tiles.entry_row) == int(rows_below.sum())
+            by_tiles = filled.copy(order="F")
+            tiles.downdate(inp.indptr, p1, l21, by_tiles)
+            assert_array_equal(by_tiles, downdated, err_msg=f"tiles {tile_size}, {n_bands} bands")
+
     # L = [[L11, 0], [L21, U']] is the Cholesky factor of A + I
     upper = np.linalg.cholesky(schur).T
     lower = np.block([[l11_full, np.zeros((q1, m))], [l21_full, upper.T]])
@@ -376,6 +400,22 @@ def check_blocked_kernels(inp: BlockedInput) -> None:
             parallel,
         )
         assert_array_equal(parallel, columns, err_msg=f"levels {bounds}")
+    # the tiled pass (both triangles of S^-1; sums in another order): equal to rounding
+    if m == 0:
+        return
+    s_inv_full = np.asfortranarray((s_inv + s_inv.T) / 2.0)
+    first = slice(0, int(inp.indptr[q1]))
+    for tile_size in sorted({1, 3, max(1, m // 2), m + 3}):
+        for bounds in ([0, n_levels], [0, 1, n_levels], [0, n_levels // 2, n_levels]):
+            level_bounds = np.array(bounds, dtype=np.int64)
+            tiles = TileLayout(inp.indptr, inp.indices, q1, p1, m, tile_size, 3)
+            w = np.full(int(inp.indptr[q1]), np.nan)
+            tiled.rows_times_inverse_l11(inp.indptr, l11, l21, p1, level_bounds, w)
+            by_tiles = np.zeros(len(inp.indices))
+            tiles.schur_inverse_times_rows(inp.indptr, p1, w, s_inv_full, by_tiles)
+            tiled.level_own_blocks(inp.indptr, l11, p1, level_bounds, w, by_tiles)
+            assert_allclose(by_tiles[first], columns[first], rtol=1e-12, atol=1e-13,
+                            err_msg=f"tiles {tile_size}, levels {bounds}")
 
 
 @pytest.mark.parametrize("seed", SEEDS)

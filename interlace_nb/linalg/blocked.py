@@ -14,7 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import lapack
 
-from ..kernels import blocked
+from ..kernels import blocked, tiled
 
 #: Dense Schur blocks up to this size always take the blocked path (m^3/3 flops).
 MAX_DENSE_SIZE = 6000
@@ -22,8 +22,18 @@ MAX_DENSE_SIZE = 6000
 #: Wider blocks may take this much memory (8 m^2 bytes), and at most a quarter of the RAM.
 MAX_DENSE_BYTES = 4 * 2**30
 
-#: Multiply-adds in the Schur downdate above which the parallel kernel pays off.
+#: Multiply-adds in the Schur downdate above which the parallel kernels pay off.
 PARALLEL_DOWNDATE_WORK = 10_000_000
+
+#: Rows and columns of a tile of the dense block in the tiled kernels (kernels/tiled.py):
+#: 256 x 256 doubles fill a 512 KiB L2 cache. On B5's 16,000-wide block the tiled
+#: downdate took 14-19 s with tiles of 256 or 512, against 45 s level by level.
+TILE_SIZE = 256
+
+#: Dense blocks from this width on take the tiled kernels. Below it S fits in the
+#: last-level cache, and on B2 (2,000 wide) the level-by-level kernels were faster
+#: within a fit (downdate 0.08 against 0.09 s, selected inverse 0.12 against 0.16 s).
+TILED_MIN_SIZE = 8000
 
 
 def dense_size_limit() -> int:
@@ -51,6 +61,14 @@ def balanced_column_bounds(m: int, n_bands: int, work: np.ndarray | None = None)
     targets = cumulative[-1] * np.arange(1, n_bands) / n_bands
     inner = np.searchsorted(cumulative, targets, side="right")
     return np.unique(np.concatenate([[0], np.clip(inner, 1, m - 1), [m]])).astype(np.int64)
+
+
+def downdate_work(indptr: np.ndarray, q1: int, p1: int) -> float:
+    """Multiply-adds in the Schur downdate: a level with r rows below q1 takes
+    r (r + 1) / 2 products of p1-vectors."""
+    starts = np.arange(0, q1, p1)
+    rows_below = (indptr[starts + 1] - indptr[starts] - p1).astype(float)
+    return float(np.sum(rows_below * (rows_below + 1.0) / 2.0)) * p1 * p1
 
 
 def downdate_column_work(
@@ -95,6 +113,47 @@ def mirror_positions(indptr: np.ndarray, indices: np.ndarray) -> np.ndarray:
     return (numbered.T.tocsc().sorted_indices().data - 1).astype(np.int64)
 
 
+class TileLayout:
+    """The first term's rows below q1 regrouped by tile block (kernels/tiled.py), with
+    bands of column blocks of about equal work for the parallel kernels."""
+
+    def __init__(self, indptr: np.ndarray, indices: np.ndarray, q1: int, p1: int, m: int,
+                 tile_size: int, n_bands: int):
+        self.tile_size = tile_size
+        n_blocks = -(-m // tile_size)
+        (self.seg_ptr, self.seg_level, self.seg_entry, self.entry_row, self.entry_source,
+         downdate_work) = tiled.block_layout(indptr, indices, q1, p1, tile_size, n_blocks)
+        self.downdate_bands = balanced_column_bounds(n_blocks, n_bands, downdate_work)
+        # the inverse pass reads, for each row in a column block, all of its level's rows
+        sizes = np.diff(self.seg_entry).astype(float)
+        level_rows = np.bincount(self.seg_level, weights=sizes, minlength=q1 // p1)
+        block_of_segment = np.repeat(np.arange(n_blocks), np.diff(self.seg_ptr))
+        inverse_work = np.bincount(block_of_segment, weights=sizes * level_rows[self.seg_level],
+                                   minlength=n_blocks)
+        self.inverse_bands = balanced_column_bounds(n_blocks, n_bands, inverse_work)
+        self.values = np.empty((len(self.entry_row), p1))
+
+    def downdate(self, indptr: np.ndarray, p1: int, l21: np.ndarray, schur: np.ndarray) -> None:
+        """schur -= L21 L21' (upper triangle), tile by tile."""
+        tiled.to_blocks(l21, indptr, p1, self.seg_level, self.seg_entry, self.entry_source,
+                        self.values)
+        tiled.downdate_schur_tiled(self.seg_ptr, self.seg_level, self.seg_entry,
+                                   self.entry_row, self.values, self.tile_size,
+                                   self.downdate_bands, schur)
+
+    def schur_inverse_times_rows(self, indptr: np.ndarray, p1: int, w: np.ndarray,
+                                 schur_inverse: np.ndarray, out: np.ndarray) -> None:
+        """out = -S^-1[R_j, R_j] W_j below each first-term level's block (pattern layout)."""
+        tiled.to_blocks(w, indptr, p1, self.seg_level, self.seg_entry, self.entry_source,
+                        self.values)
+        y = np.zeros_like(self.values)
+        tiled.schur_inverse_times_rows(self.seg_ptr, self.seg_level, self.seg_entry,
+                                       self.entry_row, self.values, self.tile_size,
+                                       self.inverse_bands, schur_inverse, y)
+        tiled.from_blocks_negated(y, indptr, p1, self.seg_level, self.seg_entry,
+                                  self.entry_source, out)
+
+
 class BlockedCholesky:
     """Factor ``A + I`` split after the first term's ``q1`` columns (blocks of ``p1``)."""
 
@@ -103,7 +162,8 @@ class BlockedCholesky:
     def __init__(self, indptr: np.ndarray, indices: np.ndarray, q: int, q1: int, p1: int,
                  n_bands: int = 16):
         self.indptr = indptr.astype(np.int64, copy=False)
-        self.indices = indices.astype(np.int64, copy=False)
+        self.indices = indices if indices.dtype in (np.int32, np.int64) else (
+            indices.astype(np.int64))
         self.q = q
         self.q1 = q1
         self.p1 = p1
@@ -114,9 +174,8 @@ class BlockedCholesky:
         self._schur_inverse_cache: np.ndarray | None = None
         self._schur_inverse_symmetric = False
         self._later_columns: tuple[np.ndarray, ...] | None = None
-        column_work = downdate_column_work(self.indptr, self.indices, q1, p1, self.m)
-        self._column_bounds = balanced_column_bounds(self.m, n_bands, column_work)
-        self.parallel_downdate = float(column_work.sum()) * p1 * p1 > PARALLEL_DOWNDATE_WORK
+        self.parallel_downdate = downdate_work(self.indptr, q1, p1) > PARALLEL_DOWNDATE_WORK
+        self.tiled = self.parallel_downdate and self.m >= TILED_MIN_SIZE
         # the selected inverse's pass over the first term's levels does the same work,
         # level by level (rows below q1 squared)
         level_starts = np.arange(0, q1, p1)
@@ -124,6 +183,12 @@ class BlockedCholesky:
         self._level_bounds = balanced_column_bounds(
             q1 // p1, n_bands, rows_below.astype(float) ** 2 + 1.0
         )
+        if self.tiled:
+            self._tiles = TileLayout(self.indptr, self.indices, q1, p1, self.m, TILE_SIZE,
+                                     n_bands)
+        elif self.parallel_downdate:
+            column_work = downdate_column_work(self.indptr, self.indices, q1, p1, self.m)
+            self._column_bounds = balanced_column_bounds(self.m, n_bands, column_work)
 
     def factor(self, data: np.ndarray) -> float:
         """Factor ``A + I``; return log det (nan when not positive definite)."""
@@ -135,7 +200,9 @@ class BlockedCholesky:
             return float("nan")
         if self.m:
             blocked.fill_schur(self.indptr, self.indices, data, self.q1, self._schur)
-            if self.parallel_downdate:
+            if self.tiled:
+                self._tiles.downdate(self.indptr, self.p1, self._l21, self._schur)
+            elif self.parallel_downdate:
                 blocked.downdate_schur_parallel(
                     self.indptr, self.indices, self._l21, self.q1, self.p1,
                     self._column_bounds, self._schur,
@@ -229,9 +296,16 @@ class BlockedCholesky:
 
     def inverse_on_pattern(self) -> np.ndarray:
         """Entries of (A+I)^-1 on A's stored (full symmetric) pattern, laid out as its data."""
-        s_inv = self._schur_inverse(symmetric=False)
+        s_inv = self._schur_inverse(symmetric=self.tiled)
         out = np.zeros(len(self.indices))
-        if self.parallel_downdate:
+        if self.tiled:
+            w = np.empty(int(self.indptr[self.q1]))
+            tiled.rows_times_inverse_l11(
+                self.indptr, self._l11, self._l21, self.p1, self._level_bounds, w
+            )
+            self._tiles.schur_inverse_times_rows(self.indptr, self.p1, w, s_inv, out)
+            tiled.level_own_blocks(self.indptr, self._l11, self.p1, self._level_bounds, w, out)
+        elif self.parallel_downdate:
             blocked.first_term_inverse_columns_parallel(
                 self.indptr, self.indices, self._l11, self._l21, self.q1, self.p1, s_inv,
                 self._level_bounds, out,
