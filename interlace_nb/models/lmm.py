@@ -38,6 +38,12 @@ from .base import (
 #: optimiser study, docs/design.md; about 3 on B2 and B3).
 GRADIENT_COST = 3.0
 
+#: Widest dense block for which "auto" takes L-BFGS-B. The gradient needs S^-1, 8 m^2
+#: bytes more, and its selected inverse reads every first-term level's pairs of rows
+#: in it: on B5 (16,000 wide) a value took about 45 s and a value with gradient about
+#: 150 s, 2 GB more (11.4 against 6.0 GB peak), so BOBYQA's values cost less.
+GRADIENT_MAX_DENSE = 8000
+
 
 class LinearMixedModel(MixedModelBase):
     """A linear mixed model in lme4's formulation (profiled REML or ML).
@@ -132,7 +138,8 @@ class LinearMixedModel(MixedModelBase):
         ``optimizer`` is "lbfgsb" (L-BFGS-B with the exact gradient), "bobyqa"
         (lme4's derivative-free default, with its stopping rule) or "auto":
         L-BFGS-B with the blocked factorisation, BOBYQA with CHOLMOD (whose
-        selected inversion makes a gradient cost about 13 evaluations).
+        selected inversion makes a gradient cost about 13 evaluations) or a dense
+        block wider than GRADIENT_MAX_DENSE.
         Doubtful convergence (lme4's gradient and Hessian checks) raises a
         ConvergenceWarning, a boundary fit a SingularFitWarning.
         """
@@ -145,7 +152,7 @@ class LinearMixedModel(MixedModelBase):
                 f"optimizer must be 'auto', 'lbfgsb' or 'bobyqa', got {optimizer!r}"
             )
         if optimizer == "auto":
-            optimizer = "lbfgsb" if self.predictor.factorization == "blocked" else "bobyqa"
+            optimizer = self._default_optimizer()
         with blas_threads_for(self.predictor.dense_size):
             result = self._minimize(theta0, optimizer)
             theta = np.maximum(result.x, self.theta_lower)
@@ -200,6 +207,14 @@ class LinearMixedModel(MixedModelBase):
         return finite_difference_derivatives(
             self.objective, theta, self.theta_lower, f0=at_optimum
         )
+
+    def _default_optimizer(self) -> str:
+        """L-BFGS-B with the blocked factorisation while its dense block is at most
+        GRADIENT_MAX_DENSE wide; BOBYQA otherwise (see the constant)."""
+        pred = self.predictor
+        if pred.factorization == "blocked" and pred.dense_size <= GRADIENT_MAX_DENSE:
+            return "lbfgsb"
+        return "bobyqa"
 
     def _minimize(self, theta0: np.ndarray, optimizer: str) -> OptimResult:
         if optimizer == "bobyqa":
