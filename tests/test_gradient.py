@@ -131,3 +131,18 @@ def test_optimizer_choice() -> None:
         == default.n_evals
     with pytest.raises(ValueError, match="optimizer"):
         ib.lmm(case["formula"], data, optimizer="nelder_mead")
+
+
+def test_lbfgsb_leaves_a_zero_it_started_at() -> None:
+    """The criterion is even in a diagonal theta, so its gradient at theta_k = 0 is 0:
+    started there, L-BFGS-B alone would stop there. The edge probe moves it off."""
+    case = load_reference_cases()["sleepstudy_corr_reml"]
+    data = load_dataset("sleepstudy.csv")
+    model = ib.LinearMixedModel(case["formula"], data)
+    start = model.default_start()
+    start[0] = 0.0
+    _, grad = model.objective_and_gradient(start)
+    assert grad[0] == 0.0
+    model.fit(start=start, optimizer="lbfgsb")
+    assert model.theta[0] > 0.5
+    assert model.reml_criterion <= case["reml_criterion"] + 1e-9
