@@ -18,6 +18,8 @@ XTOL_ABS = 1e-8
 XTOL_REL = 1e-4
 FTOL_ABS = 1e-8
 MAX_EVALS = 100_000
+#: Where minimize_lbfgsb probes a diagonal theta that ended at its bound 0.
+EDGE_PROBE = 1e-3
 
 
 @dataclass
@@ -96,7 +98,44 @@ def minimize_lbfgsb(
     gtol: float = 1e-6,
     max_evals: int = MAX_EVALS,
 ) -> OptimResult:
-    """Minimise with SciPy's L-BFGS-B from the value and exact gradient, ``x >= lower``."""
+    """Minimise with SciPy's L-BFGS-B from the value and exact gradient, ``x >= lower``.
+
+    Components with lower bound 0 are diagonal thetas, in which the criterion
+    is even: its gradient there is 0, so L-BFGS-B cannot leave such a bound by
+    itself even when the optimum is inside. Those that end at 0 are probed at
+    EDGE_PROBE, one at a time, and the search restarts from the lowest probe
+    below the optimum found (lme4's restart_edge does the same after BOBYQA).
+    """
+    result = _lbfgsb_once(fun_and_grad, x0, lower, ftol, gtol, max_evals)
+    for _ in range(len(result.x)):
+        at_edge = np.flatnonzero((lower == 0.0) & (result.x == 0.0))
+        best, best_value = None, result.fun - 1e-12 * abs(result.fun)
+        for k in at_edge:
+            probe = result.x.copy()
+            probe[k] = EDGE_PROBE
+            value = fun_and_grad(probe)[0]
+            if value < best_value:
+                best, best_value = probe, value
+        if best is None:
+            result.n_evals += len(at_edge)
+            result.n_gradients += len(at_edge)
+            break
+        restarted = _lbfgsb_once(fun_and_grad, best, lower, ftol, gtol, max_evals)
+        restarted.n_evals += result.n_evals + len(at_edge)
+        restarted.n_gradients += result.n_gradients + len(at_edge)
+        result = restarted
+    return result
+
+
+def _lbfgsb_once(
+    fun_and_grad: Callable[[np.ndarray], tuple[float, np.ndarray]],
+    x0: np.ndarray,
+    lower: np.ndarray,
+    ftol: float,
+    gtol: float,
+    max_evals: int,
+) -> OptimResult:
+    """One run of SciPy's L-BFGS-B."""
     evals = [0]
     last: dict[str, np.ndarray] = {}
 

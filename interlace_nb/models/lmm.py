@@ -44,9 +44,6 @@ GRADIENT_COST = 3.0
 #: 150 s, 2 GB more (11.4 against 6.0 GB peak), so BOBYQA's values cost less.
 GRADIENT_MAX_DENSE = 8000
 
-#: Where a diagonal theta at its bound 0 is probed after L-BFGS-B (see _edge_escape).
-EDGE_PROBE = 1e-3
-
 
 class LinearMixedModel(MixedModelBase):
     """A linear mixed model in lme4's formulation (profiled REML or ML).
@@ -222,37 +219,7 @@ class LinearMixedModel(MixedModelBase):
     def _minimize(self, theta0: np.ndarray, optimizer: str) -> OptimResult:
         if optimizer == "bobyqa":
             return minimize_bobyqa(self.objective, theta0, self.theta_lower)
-        result = minimize_lbfgsb(self.objective_and_gradient, theta0, self.theta_lower)
-        for _ in range(len(theta0)):
-            escape, n_probes = self._edge_escape(result)
-            if escape is None:
-                result.n_evals += n_probes
-                break
-            restarted = minimize_lbfgsb(self.objective_and_gradient, escape, self.theta_lower)
-            restarted.n_evals += result.n_evals + n_probes
-            restarted.n_gradients += result.n_gradients
-            result = restarted
-        return result
-
-    def _edge_escape(self, result: OptimResult) -> tuple[np.ndarray | None, int]:
-        """A point off the bound theta_k = 0 where the criterion is lower (or None),
-        and the number of values it took.
-
-        The criterion is even in a diagonal theta_k, so its gradient there is 0
-        and L-BFGS-B cannot leave the bound by itself even when the optimum is
-        inside (lme4's restart_edge probes the same way after BOBYQA). Each
-        component at 0 is moved to EDGE_PROBE, one at a time; the best lower
-        point wins.
-        """
-        at_edge = np.flatnonzero((self.theta_lower == 0.0) & (result.x == 0.0))
-        best, best_value = None, result.fun - 1e-12 * abs(result.fun)
-        for k in at_edge:
-            probe = result.x.copy()
-            probe[k] = EDGE_PROBE
-            value = self.objective(probe)
-            if value < best_value:
-                best, best_value = probe, value
-        return best, len(at_edge)
+        return minimize_lbfgsb(self.objective_and_gradient, theta0, self.theta_lower)
 
     def default_start(self) -> np.ndarray:
         """lme4's starting theta.
