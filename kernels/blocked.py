@@ -226,6 +226,15 @@ def _invert_lower(block, inv_out):
 
 
 @kernel
+def lower_inverse_gram(inv_l, s, t):
+    """(L^-T L^-1)[s, t] from a small lower-triangular inverse ``inv_l``."""
+    total = 0.0
+    for k in range(max(s, t), inv_l.shape[0]):
+        total += inv_l[k, s] * inv_l[k, t]
+    return total
+
+
+@kernel
 def first_term_inverse_blocks(indptr, indices, l11, l21, q1, p1, schur_inverse, out):
     """Diagonal blocks of A^-1 for the first term's levels.
 
@@ -337,9 +346,7 @@ def _inverse_columns_of_levels(
         for t in range(p1):
             start = indptr[c0 + t]
             for s in range(p1):
-                total = 0.0
-                for k in range(max(s, t), p1):
-                    total += inv_l[k, s] * inv_l[k, t]
+                total = lower_inverse_gram(inv_l, s, t)
                 for a in range(n_rows):
                     total += w[a, s] * y[a, t]
                 out[start + s] = total

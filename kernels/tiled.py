@@ -29,7 +29,7 @@ Values move between the pattern layout and the block layout with
 import numpy as np
 from numba import njit, prange
 
-from .blocked import _invert_lower
+from .blocked import _invert_lower, lower_inverse_gram
 from .config import NJIT_OPTIONS, kernel
 
 
@@ -105,25 +105,48 @@ def from_blocks_negated(blocked_values, indptr, p1, seg_level, seg_entry, entry_
 
 
 @kernel
-def _downdate_tile(seg_ptr, seg_level, seg_entry, entry_row, values, block_size, rb, cb,
-                   schur):
-    """S[block rb, block cb] -= the products of every level with rows in both blocks."""
-    p1 = values.shape[1]
+def _most_segments(seg_ptr):
+    """The most segments any block has."""
+    most = 0
+    for k in range(seg_ptr.shape[0] - 1):
+        most = max(most, seg_ptr[k + 1] - seg_ptr[k])
+    return most
+
+
+@kernel
+def _common_levels(seg_ptr, seg_level, rb, cb, pairs):
+    """The levels with rows in both blocks rb and cb: their segments (in rb, in cb)
+    into ``pairs``, ascending by level (a merge of the two sorted lists); returns
+    how many."""
     i = seg_ptr[rb]
     i_end = seg_ptr[rb + 1]
     k = seg_ptr[cb]
     k_end = seg_ptr[cb + 1]
+    n = 0
+    while i < i_end and k < k_end:
+        if seg_level[i] < seg_level[k]:
+            i += 1
+        elif seg_level[k] < seg_level[i]:
+            k += 1
+        else:
+            pairs[n, 0] = i
+            pairs[n, 1] = k
+            n += 1
+            i += 1
+            k += 1
+    return n
+
+
+@kernel
+def _downdate_tile(seg_ptr, seg_level, seg_entry, entry_row, values, block_size, rb, cb,
+                   schur, pairs):
+    """S[block rb, block cb] -= the products of every level with rows in both blocks."""
+    p1 = values.shape[1]
     row0 = rb * block_size
     col0 = cb * block_size
-    while i < i_end and k < k_end:
-        level_i = seg_level[i]
-        level_k = seg_level[k]
-        if level_i < level_k:
-            i += 1
-            continue
-        if level_k < level_i:
-            k += 1
-            continue
+    for m in range(_common_levels(seg_ptr, seg_level, rb, cb, pairs)):
+        i = pairs[m, 0]
+        k = pairs[m, 1]
         b_lo = seg_entry[i]
         for a in range(seg_entry[k], seg_entry[k + 1]):
             column = schur[:, col0 + entry_row[a]]
@@ -138,8 +161,6 @@ def _downdate_tile(seg_ptr, seg_level, seg_entry, entry_row, values, block_size,
                 for t in range(p1):
                     total += values[a, t] * values[b, t]
                 column[row0 + entry_row[b]] -= total
-        i += 1
-        k += 1
 
 
 @njit(parallel=True, **NJIT_OPTIONS)
@@ -151,15 +172,16 @@ def downdate_schur_tiled(seg_ptr, seg_level, seg_entry, entry_row, values, block
     ``values`` is L21 in the block layout (entries x p1).
     """
     for band in prange(band_blocks.shape[0] - 1):
+        pairs = np.empty((_most_segments(seg_ptr), 2), dtype=np.int64)
         for cb in range(band_blocks[band], band_blocks[band + 1]):
             for rb in range(cb + 1):
                 _downdate_tile(seg_ptr, seg_level, seg_entry, entry_row, values, block_size,
-                               rb, cb, schur)
+                               rb, cb, schur, pairs)
 
 
 @kernel
 def _inverse_tile(seg_ptr, seg_level, seg_entry, entry_row, w, block_size, rb, cb,
-                  schur_inverse, y):
+                  schur_inverse, y, pairs):
     """y[b] += S^-1[row b, rows of block rb] w for every level's rows b in block cb.
 
     By symmetry S^-1[b, a] is column a's entry b, so each row a of block rb adds
@@ -167,21 +189,11 @@ def _inverse_tile(seg_ptr, seg_level, seg_entry, entry_row, w, block_size, rb, c
     a would wait on each addition in turn.
     """
     p1 = w.shape[1]
-    i = seg_ptr[rb]
-    i_end = seg_ptr[rb + 1]
-    k = seg_ptr[cb]
-    k_end = seg_ptr[cb + 1]
     row0 = rb * block_size
     col0 = cb * block_size
-    while i < i_end and k < k_end:
-        level_i = seg_level[i]
-        level_k = seg_level[k]
-        if level_i < level_k:
-            i += 1
-            continue
-        if level_k < level_i:
-            k += 1
-            continue
+    for m in range(_common_levels(seg_ptr, seg_level, rb, cb, pairs)):
+        i = pairs[m, 0]
+        k = pairs[m, 1]
         b_lo = seg_entry[k]
         b_hi = seg_entry[k + 1]
         for a in range(seg_entry[i], seg_entry[i + 1]):
@@ -190,8 +202,6 @@ def _inverse_tile(seg_ptr, seg_level, seg_entry, entry_row, w, block_size, rb, c
                 wa = w[a, t]
                 for b in range(b_lo, b_hi):
                     y[b, t] += column[col0 + entry_row[b]] * wa
-        i += 1
-        k += 1
 
 
 @njit(parallel=True, **NJIT_OPTIONS)
@@ -205,10 +215,11 @@ def schur_inverse_times_rows(seg_ptr, seg_level, seg_entry, entry_row, w, block_
     """
     n_blocks = seg_ptr.shape[0] - 1
     for band in prange(band_blocks.shape[0] - 1):
+        pairs = np.empty((_most_segments(seg_ptr), 2), dtype=np.int64)
         for cb in range(band_blocks[band], band_blocks[band + 1]):
             for rb in range(n_blocks):
                 _inverse_tile(seg_ptr, seg_level, seg_entry, entry_row, w, block_size, rb, cb,
-                              schur_inverse, y)
+                              schur_inverse, y, pairs)
 
 
 @njit(parallel=True, **NJIT_OPTIONS)
@@ -243,9 +254,7 @@ def level_own_blocks(indptr, l11, p1, level_bounds, w, out):
             for t in range(p1):
                 start = indptr[c0 + t]
                 for s in range(p1):
-                    total = 0.0
-                    for k in range(max(s, t), p1):
-                        total += inv_l[k, s] * inv_l[k, t]
+                    total = lower_inverse_gram(inv_l, s, t)
                     base_s = indptr[c0 + s] + p1
                     for a in range(n_rows):
                         total -= w[base_s + a] * out[start + p1 + a]
