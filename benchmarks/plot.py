@@ -36,6 +36,8 @@ def typed(row: dict) -> dict:
     """A CSV row with numbers as numbers (what the runner's table expects)."""
     out: dict = {}
     for key, value in row.items():
+        if value == "":  # not measured (no lme4 run): left out, as the runner leaves it
+            continue
         try:
             number = float(value)
         except (TypeError, ValueError):
