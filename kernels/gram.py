@@ -177,17 +177,6 @@ def _level_starts(levels, n_levels):
 
 
 @kernel
-def _stable_order(levels, ptr):
-    """Positions 0..m-1 stably sorted by ``levels`` (counting sort; ptr from _level_starts)."""
-    cursor = ptr[:-1].copy()
-    order = np.empty(levels.shape[0], dtype=np.int64)
-    for i in range(levels.shape[0]):
-        order[cursor[levels[i]]] = i
-        cursor[levels[i]] += 1
-    return order
-
-
-@kernel
 def csc_column_counts(blk_a, blk_b, level_a, level_b, term_size, term_n_levels,
                       term_col_offset):
     """Entries per column of full-symmetric Z'WZ (see fill_csc_from_pair_blocks)."""
@@ -232,7 +221,9 @@ def fill_csc_from_pair_blocks(blk_a, blk_b, level_a, level_b, values, term_col_o
         ptr_a_list.append(_level_starts(level_a[k], term_n_levels[blk_a[k]]))
         ptr_b = _level_starts(level_b[k], term_n_levels[blk_b[k]])
         ptr_b_list.append(ptr_b)
-        order_b_list.append(_stable_order(level_b[k], ptr_b))
+        order_b_list.append(_counting_order(
+            level_b[k], term_n_levels[blk_b[k]], np.arange(level_b[k].shape[0])
+        ))
     for t in range(term_size.shape[0]):
         p_t = term_size[t]
         for level in range(term_n_levels[t]):

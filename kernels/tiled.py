@@ -20,10 +20,11 @@ Block layout, built once per pattern by ``block_layout``:
 - ``seg_level[s]``: the level of segment s; ``seg_entry[s] : seg_entry[s+1]``
   its entries;
 - ``entry_row[e]``: the entry's row within its block;
-- ``entry_source[e]``: its position in the pattern, in the level's first column.
+- ``entry_position[e, t]``: its position in the pattern, in the level's
+  column t (t < p1).
 
-Values move between the pattern layout and the block layout with
-``to_blocks`` / ``from_blocks_negated`` (p1 values per entry).
+Values move between the pattern layout and the block layout by indexing with
+``entry_position`` (p1 values per entry).
 """
 
 import numpy as np
@@ -37,7 +38,7 @@ from .config import NJIT_OPTIONS, kernel
 def block_layout(indptr, indices, q1, p1, block_size, n_blocks):
     """L21's rows regrouped by block of the dense part (see the module docstring).
 
-    Returns seg_ptr, seg_level, seg_entry, entry_row, entry_source and the
+    Returns seg_ptr, seg_level, seg_entry, entry_row, entry_position and the
     downdate's multiply-adds per column block (for balancing the bands).
     """
     n_levels = q1 // p1
@@ -59,7 +60,7 @@ def block_layout(indptr, indices, q1, p1, block_size, n_blocks):
     seg_level = np.empty(n_segs, dtype=np.int64)
     seg_entry = np.empty(n_segs + 1, dtype=np.int64)
     entry_row = np.empty(n_entries, dtype=np.int32)
-    entry_source = np.empty(n_entries, dtype=np.int64)
+    entry_position = np.empty((n_entries, p1), dtype=np.int64)
     seg_cursor = seg_ptr[:n_blocks].copy()
     entry_cursor = entry_start[:n_blocks].copy()
     work = np.zeros(n_blocks)
@@ -76,32 +77,13 @@ def block_layout(indptr, indices, q1, p1, block_size, n_blocks):
                 seg_cursor[k] += 1
                 last_block = k
             entry_row[entry_cursor[k]] = local - k * block_size
-            entry_source[entry_cursor[k]] = pos
+            for t in range(p1):  # a level's columns share its rows
+                entry_position[entry_cursor[k], t] = pos + indptr[c0 + t] - indptr[c0]
             entry_cursor[k] += 1
             rows_so_far += 1
             work[k] += rows_so_far
     seg_entry[n_segs] = n_entries
-    return seg_ptr, seg_level, seg_entry, entry_row, entry_source, work
-
-
-@njit(parallel=True, **NJIT_OPTIONS)
-def to_blocks(values, indptr, p1, seg_level, seg_entry, entry_source, out):
-    """out[e, t] = the pattern-layout ``values`` of entry e in its level's column t."""
-    for s in prange(seg_level.shape[0]):
-        c0 = seg_level[s] * p1
-        for e in range(seg_entry[s], seg_entry[s + 1]):
-            for t in range(p1):
-                out[e, t] = values[entry_source[e] + indptr[c0 + t] - indptr[c0]]
-
-
-@njit(parallel=True, **NJIT_OPTIONS)
-def from_blocks_negated(blocked_values, indptr, p1, seg_level, seg_entry, entry_source, out):
-    """The inverse of to_blocks, negating: out[pattern position] = -blocked_values[e, t]."""
-    for s in prange(seg_level.shape[0]):
-        c0 = seg_level[s] * p1
-        for e in range(seg_entry[s], seg_entry[s + 1]):
-            for t in range(p1):
-                out[entry_source[e] + indptr[c0 + t] - indptr[c0]] = -blocked_values[e, t]
+    return seg_ptr, seg_level, seg_entry, entry_row, entry_position, work
 
 
 @kernel

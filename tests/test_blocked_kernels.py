@@ -207,7 +207,7 @@ def test_hand_made_system() -> None:
         for n_bands in (1, 2, 4):
             tiles = TileLayout(inp.indptr, inp.indices, inp.q1, inp.p1, 2, tile_size, n_bands)
             by_tiles = filled.copy(order="F")
-            tiles.downdate(inp.indptr, inp.p1, l21, by_tiles)
+            tiles.downdate(l21, by_tiles)
             assert_array_equal(by_tiles, downdated)
     upper = np.array([[2.0, -1.0], [0.0, 2.0]])
     assert_array_equal(upper.T @ upper, symmetric_from_upper(downdated))
@@ -340,7 +340,7 @@ def check_blocked_kernels(inp: BlockedInput) -> None:
             assert tiles.entry_row.max(initial=-1) < tile_size
             assert len(tiles.entry_row) == int(rows_below.sum())
             by_tiles = filled.copy(order="F")
-            tiles.downdate(inp.indptr, p1, l21, by_tiles)
+            tiles.downdate(l21, by_tiles)
             assert_array_equal(by_tiles, downdated, err_msg=f"tiles {tile_size}, {n_bands} bands")
 
     # L = [[L11, 0], [L21, U']] is the Cholesky factor of A + I
@@ -412,7 +412,7 @@ def check_blocked_kernels(inp: BlockedInput) -> None:
             w = np.full(int(inp.indptr[q1]), np.nan)
             tiled.rows_times_inverse_l11(inp.indptr, l11, l21, p1, level_bounds, w)
             by_tiles = np.zeros(len(inp.indices))
-            tiles.schur_inverse_times_rows(inp.indptr, p1, w, s_inv_full, by_tiles)
+            tiles.schur_inverse_times_rows(w, s_inv_full, by_tiles)
             tiled.level_own_blocks(inp.indptr, l11, p1, level_bounds, w, by_tiles)
             assert_allclose(by_tiles[first], columns[first], rtol=1e-12, atol=1e-13,
                             err_msg=f"tiles {tile_size}, levels {bounds}")

@@ -121,7 +121,7 @@ class TileLayout:
                  tile_size: int, n_bands: int):
         self.tile_size = tile_size
         n_blocks = -(-m // tile_size)
-        (self.seg_ptr, self.seg_level, self.seg_entry, self.entry_row, self.entry_source,
+        (self.seg_ptr, self.seg_level, self.seg_entry, self.entry_row, self.entry_position,
          downdate_work) = tiled.block_layout(indptr, indices, q1, p1, tile_size, n_blocks)
         self.downdate_bands = balanced_column_bounds(n_blocks, n_bands, downdate_work)
         # the inverse pass reads, for each row in a column block, all of its level's rows
@@ -133,25 +133,22 @@ class TileLayout:
         self.inverse_bands = balanced_column_bounds(n_blocks, n_bands, inverse_work)
         self.values = np.empty((len(self.entry_row), p1))
 
-    def downdate(self, indptr: np.ndarray, p1: int, l21: np.ndarray, schur: np.ndarray) -> None:
+    def downdate(self, l21: np.ndarray, schur: np.ndarray) -> None:
         """schur -= L21 L21' (upper triangle), tile by tile."""
-        tiled.to_blocks(l21, indptr, p1, self.seg_level, self.seg_entry, self.entry_source,
-                        self.values)
+        np.take(l21, self.entry_position, out=self.values, mode="clip")  # valid by construction
         tiled.downdate_schur_tiled(self.seg_ptr, self.seg_level, self.seg_entry,
                                    self.entry_row, self.values, self.tile_size,
                                    self.downdate_bands, schur)
 
-    def schur_inverse_times_rows(self, indptr: np.ndarray, p1: int, w: np.ndarray,
-                                 schur_inverse: np.ndarray, out: np.ndarray) -> None:
+    def schur_inverse_times_rows(self, w: np.ndarray, schur_inverse: np.ndarray,
+                                 out: np.ndarray) -> None:
         """out = -S^-1[R_j, R_j] W_j below each first-term level's block (pattern layout)."""
-        tiled.to_blocks(w, indptr, p1, self.seg_level, self.seg_entry, self.entry_source,
-                        self.values)
+        np.take(w, self.entry_position, out=self.values, mode="clip")
         y = np.zeros_like(self.values)
         tiled.schur_inverse_times_rows(self.seg_ptr, self.seg_level, self.seg_entry,
                                        self.entry_row, self.values, self.tile_size,
                                        self.inverse_bands, schur_inverse, y)
-        tiled.from_blocks_negated(y, indptr, p1, self.seg_level, self.seg_entry,
-                                  self.entry_source, out)
+        out[self.entry_position] = -y
 
 
 class BlockedCholesky:
@@ -201,7 +198,7 @@ class BlockedCholesky:
         if self.m:
             blocked.fill_schur(self.indptr, self.indices, data, self.q1, self._schur)
             if self.tiled:
-                self._tiles.downdate(self.indptr, self.p1, self._l21, self._schur)
+                self._tiles.downdate(self._l21, self._schur)
             elif self.parallel_downdate:
                 blocked.downdate_schur_parallel(
                     self.indptr, self.indices, self._l21, self.q1, self.p1,
@@ -303,7 +300,7 @@ class BlockedCholesky:
             tiled.rows_times_inverse_l11(
                 self.indptr, self._l11, self._l21, self.p1, self._level_bounds, w
             )
-            self._tiles.schur_inverse_times_rows(self.indptr, self.p1, w, s_inv, out)
+            self._tiles.schur_inverse_times_rows(w, s_inv, out)
             tiled.level_own_blocks(self.indptr, self._l11, self.p1, self._level_bounds, w, out)
         elif self.parallel_downdate:
             blocked.first_term_inverse_columns_parallel(
