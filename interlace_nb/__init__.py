@@ -5,10 +5,19 @@ system at every step of a BOBYQA search over the relative covariance factor.
 Polars in, tidy Polars frames out.
 """
 
-from .api import fit, glmer, glmm, lmer, lmm
-from .data import DataError
-from .formula import FormulaError
-from .models import (
+import os
+
+#: OpenBLAS's idle threads spin for 2^28 cycles (about 0.1 s) after each call,
+#: which halves the speed of the parallel Numba kernels that run between two
+#: factorisations (docs/design.md, "Threads"); 2^4 cycles lets them sleep at once.
+#: OpenBLAS reads this when SciPy's linear algebra loads, so it applies when
+#: interlace_nb is imported first; a value the user set is kept.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+from .api import fit, glmer, glmm, lmer, lmm  # noqa: E402
+from .data import DataError  # noqa: E402
+from .formula import FormulaError  # noqa: E402
+from .models import (  # noqa: E402
     ConvergenceWarning,
     GeneralizedLinearMixedModel,
     LinearMixedModel,

@@ -8,16 +8,24 @@ threads than on one (about ten times with both cores loaded;
 docs/benchmarks.md). Large dense blocks therefore get as many BLAS threads
 as there are cores that no other runnable thread holds, at least one; a
 lower limit set by the user (OPENBLAS_NUM_THREADS, threadpoolctl) is kept.
+
+Idle OpenBLAS threads also spin for about 0.1 s after every call, and on two
+cores that halves the speed of the parallel Numba kernels run in between
+(docs/design.md, "Threads"). interlace_nb sets OPENBLAS_THREAD_TIMEOUT before
+SciPy's OpenBLAS loads; NumPy's own copy (in numpy.libs, loaded before us)
+only sees small products during a fit, so it is held to one thread, which
+never wakes a spinning worker.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 
-from threadpoolctl import threadpool_info, threadpool_limits
+import numpy as np
+from threadpoolctl import ThreadpoolController
 
 #: Dense block width from which BLAS threads pay for themselves.
 MULTITHREAD_MIN_SIZE = 1000
@@ -29,12 +37,16 @@ RUN_QUEUE_INTERVAL = 0.002
 
 def blas_threads_for(dense_size: int) -> AbstractContextManager:
     """A context limiting BLAS to one thread for small dense blocks, else to the free
-    cores (never raising the current limit)."""
+    cores (never raising the current limit); NumPy's private OpenBLAS gets one."""
     wanted = 1 if dense_size < MULTITHREAD_MIN_SIZE else free_cores()
-    current = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
-    if current and wanted >= max(current):
-        return nullcontext()
-    return threadpool_limits(limits=wanted, user_api="blas")
+    blas = ThreadpoolController().select(user_api="blas")
+    numpy_private = Path(np.__file__).resolve().parent.parent / "numpy.libs"
+    stack = ExitStack()
+    for lib in blas.lib_controllers:
+        limit = 1 if Path(lib.filepath).resolve().parent == numpy_private else wanted
+        if limit < lib.num_threads:
+            stack.enter_context(blas.select(filepath=lib.filepath).limit(limits=limit))
+    return stack
 
 
 def free_cores() -> int:
