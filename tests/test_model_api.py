@@ -134,8 +134,8 @@ def test_doubtful_convergence_is_reported(monkeypatch: pytest.MonkeyPatch) -> No
     )
     from interlace_nb.models import lmm as lmm_module
 
-    def stopped_early(fun, x0, lower):
-        return minimize_bobyqa(fun, x0, lower, max_evals=6)
+    def stopped_early(fun, x0, lower, **options):
+        return minimize_bobyqa(fun, x0, lower, max_evals=6, **options)
 
     monkeypatch.setattr(lmm_module, "minimize_bobyqa", stopped_early)
     data = load_dataset("sleepstudy.csv")

@@ -45,6 +45,13 @@ GRADIENT_COST = 3.0
 GRADIENT_MAX_DENSE = 8000
 
 
+#: BOBYQA's first trust region from the variance-ratio start, relative to each theta
+#: (not below MOMENT_START_FLOOR): from NLopt's default (about |theta0|) B5-like data
+#: took 46 values, from 0.1 20 (docs/design.md, "Optimiser").
+MOMENT_START_STEP = 0.1
+MOMENT_START_FLOOR = 0.1
+
+
 class LinearMixedModel(MixedModelBase):
     """A linear mixed model in lme4's formulation (profiled REML or ML).
 
@@ -218,8 +225,18 @@ class LinearMixedModel(MixedModelBase):
 
     def _minimize(self, theta0: np.ndarray, optimizer: str) -> OptimResult:
         if optimizer == "bobyqa":
-            return minimize_bobyqa(self.objective, theta0, self.theta_lower)
+            return minimize_bobyqa(self.objective, theta0, self.theta_lower,
+                                   initial_step=self._first_trust_region(theta0))
         return minimize_lbfgsb(self.objective_and_gradient, theta0, self.theta_lower)
+
+    def _first_trust_region(self, theta0: np.ndarray) -> np.ndarray | None:
+        """BOBYQA's first step: MOMENT_START_STEP of each theta from the variance-ratio
+        start (a consistent estimate; NLopt's default, about |theta0|, searched far
+        from it), NLopt's default from any other start."""
+        moments = self._moment_start()
+        if moments is None or not np.array_equal(theta0, moments):
+            return None
+        return MOMENT_START_STEP * np.maximum(theta0, MOMENT_START_FLOOR)
 
     def default_start(self) -> np.ndarray:
         """lme4's starting theta.
@@ -229,15 +246,21 @@ class LinearMixedModel(MixedModelBase):
         factor's between-group variance of y to what is left, which saves
         evaluations on crossed designs.
         """
-        identity = np.concatenate([t.theta_start() for t in self.terms])
+        moments = self._moment_start()
+        if moments is None:
+            return np.concatenate([t.theta_start() for t in self.terms])
+        return moments
+
+    def _moment_start(self) -> np.ndarray | None:
+        """The variance-ratio start where it applies (see default_start), else None."""
         intercepts_only = all(t.column_names == ("Intercept",) for t in self.terms)
         one_term_per_factor = len({t.factors for t in self.terms}) == len(self.terms)
         if not (intercepts_only and one_term_per_factor):
-            return identity
+            return None
         between, total = self._start_variances
         residual = total - between.sum()
         if not residual > 0:
-            return identity
+            return None
         return np.sqrt(between / residual)
 
     @property
