@@ -12,7 +12,7 @@ from numpy.testing import assert_allclose
 from test_blocked_kernels import FORMULAS, crossed_frame, random_theta
 
 import interlace_nb as ib
-from interlace_nb.fitting.optimize import rectify_theta
+from interlace_nb.fitting.optimize import finite_difference_derivatives, rectify_theta
 from interlace_nb.linalg import blocked as blocked_linalg
 
 FACTORIZATIONS = ["blocked", "cholmod"]
@@ -146,3 +146,47 @@ def test_lbfgsb_leaves_a_zero_it_started_at() -> None:
     model.fit(start=start, optimizer="lbfgsb")
     assert model.theta[0] > 0.5
     assert model.reml_criterion <= case["reml_criterion"] + 1e-9
+
+
+def test_forward_cross_differences() -> None:
+    """One more value per off-diagonal Hessian entry, error of order the step."""
+    calls = []
+
+    def fun(x: np.ndarray) -> float:
+        calls.append(x)
+        return float(np.exp(x[0]) * np.sin(x[1]) + x[0] * x[2] ** 2)
+
+    x = np.array([0.3, 0.7, 1.1])
+    a, b, c = x
+    exact = np.array([
+        [np.exp(a) * np.sin(b), np.exp(a) * np.cos(b), 2 * c],
+        [np.exp(a) * np.cos(b), -np.exp(a) * np.sin(b), 0.0],
+        [2 * c, 0.0, 2 * a],
+    ])
+    lower = np.full(3, -np.inf)
+    grad_c, hess_c = finite_difference_derivatives(fun, x, lower, f0=fun(x))
+    assert len(calls) == 1 + 2 * 3 ** 2
+    calls.clear()
+    grad_f, hess_f = finite_difference_derivatives(fun, x, lower, f0=fun(x), forward_cross=True)
+    assert len(calls) == 1 + 2 * 3 + 3
+    assert_allclose(grad_f, grad_c)
+    assert_allclose(np.diag(hess_f), np.diag(hess_c))
+    assert np.abs(hess_c - exact).max() < 1e-5
+    assert 1e-6 < np.abs(hess_f - exact).max() < 1e-3
+
+
+def test_convergence_check_after_bobyqa_counts() -> None:
+    """lme4's check after BOBYQA: 2n + n(n - 1)/2 values at the optimum (n = 3)."""
+    model = ib.LinearMixedModel("Reaction ~ Days + (Days | Subject)",
+                                load_dataset("sleepstudy.csv"))
+    calls = [0]
+    objective = model.objective
+
+    def counted(theta: np.ndarray) -> float:
+        calls[0] += 1
+        return objective(theta)
+
+    model.objective = counted
+    model.fit(optimizer="bobyqa")
+    assert model.converged
+    assert calls[0] - model.n_evals == 2 * 3 + 3

@@ -228,10 +228,15 @@ def finite_difference_derivatives(
     lower: np.ndarray,
     delta: float = 1e-4,
     f0: float | None = None,
+    *,
+    forward_cross: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Gradient and Hessian by central differences (lme4's deriv12), clipped at bounds.
 
     ``f0``, the value at ``x`` when the caller already has it, saves one evaluation.
+    ``forward_cross`` takes each off-diagonal entry from one more value, at
+    x + delta (e_i + e_j), and the plus points the diagonal needs anyway: error of
+    order delta instead of delta^2, and 2n + n(n - 1)/2 values instead of 2n^2.
     """
     n = len(x)
     if f0 is None:
@@ -250,6 +255,9 @@ def finite_difference_derivatives(
         hess[i, i] = (plus[i] - 2 * f0 + minus[i]) / delta**2
         for j in range(i):
             fpp = value(x + steps[i] + steps[j])
+            if forward_cross:
+                hess[i, j] = hess[j, i] = (fpp - plus[i] - plus[j] + f0) / delta**2
+                continue
             fmm = value(x - steps[i] - steps[j])
             fpm = value(x + steps[i] - steps[j])
             fmp = value(x - steps[i] + steps[j])

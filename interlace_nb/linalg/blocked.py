@@ -25,10 +25,12 @@ MAX_DENSE_BYTES = 4 * 2**30
 #: Multiply-adds in the Schur downdate above which the parallel kernels pay off.
 PARALLEL_DOWNDATE_WORK = 10_000_000
 
-#: Rows and columns of a tile of the dense block in the tiled kernels (kernels/tiled.py):
-#: 256 x 256 doubles fill a 512 KiB L2 cache. On B5's 16,000-wide block the tiled
-#: downdate took 14-19 s with tiles of 256 or 512, against 45 s level by level.
-TILE_SIZE = 256
+#: Rows and columns of a tile of the dense block in the tiled kernels (kernels/tiled.py).
+#: On B5's 16,000-wide block, quiet machine, the tiled downdate took 14.7-16.5 s with
+#: tiles of 512 (2 MiB), 18.5-19.7 s with 256 (one 512 KiB L2), 19.0-19.6 s with 384
+#: and 33 s with 1024, against 45 s level by level; 512 also merges the level lists
+#: a third as often.
+TILE_SIZE = 512
 
 #: Dense blocks from this width on take the tiled kernels. Below it S fits in the
 #: last-level cache, and on B2 (2,000 wide) the level-by-level kernels were faster
