@@ -50,6 +50,11 @@ GRADIENT_MAX_DENSE = 8000
 #: took 46 values, from 0.1 20 (docs/design.md, "Optimiser").
 MOMENT_START_STEP = 0.1
 MOMENT_START_FLOOR = 0.1
+#: From that start with at most this many thetas "auto" takes BOBYQA: 21 values plus
+#: 5 for the check against 10 L-BFGS-B calls (about 3 values each) plus 5 on B2, 4.25
+#: against 5.60 s; B3 17.8 against 22.6 s, B4 9.3 against 10.4 s. With three
+#: (InstEval) L-BFGS-B was ahead, 1.92 against 2.07 s.
+MOMENT_START_MAX_THETAS = 2
 
 
 class LinearMixedModel(MixedModelBase):
@@ -145,8 +150,10 @@ class LinearMixedModel(MixedModelBase):
         ``optimizer`` is "lbfgsb" (L-BFGS-B with the exact gradient), "bobyqa"
         (lme4's derivative-free default, with its stopping rule) or "auto":
         L-BFGS-B with the blocked factorisation, BOBYQA with CHOLMOD (whose
-        selected inversion makes a gradient cost about 13 evaluations) or a dense
-        block wider than GRADIENT_MAX_DENSE.
+        selected inversion makes a gradient cost about 13 evaluations), with a
+        dense block wider than GRADIENT_MAX_DENSE, or from the variance-ratio start
+        with at most MOMENT_START_MAX_THETAS thetas (random intercepts on one or
+        two crossed factors).
         Doubtful convergence (lme4's gradient and Hessian checks) raises a
         ConvergenceWarning, a boundary fit a SingularFitWarning.
         """
@@ -159,7 +166,7 @@ class LinearMixedModel(MixedModelBase):
                 f"optimizer must be 'auto', 'lbfgsb' or 'bobyqa', got {optimizer!r}"
             )
         if optimizer == "auto":
-            optimizer = self._default_optimizer()
+            optimizer = self._default_optimizer(theta0)
         with blas_threads_for(self.predictor.dense_size):
             result = self._minimize(theta0, optimizer)
             theta = np.maximum(result.x, self.theta_lower)
@@ -218,13 +225,16 @@ class LinearMixedModel(MixedModelBase):
             self.objective, theta, self.theta_lower, f0=at_optimum, forward_cross=True
         )
 
-    def _default_optimizer(self) -> str:
+    def _default_optimizer(self, theta0: np.ndarray) -> str:
         """L-BFGS-B with the blocked factorisation while its dense block is at most
-        GRADIENT_MAX_DENSE wide; BOBYQA otherwise (see the constant)."""
+        GRADIENT_MAX_DENSE wide, except from the variance-ratio start with at most
+        MOMENT_START_MAX_THETAS thetas; BOBYQA otherwise (see the constants)."""
         pred = self.predictor
-        if pred.factorization == "blocked" and pred.dense_size <= GRADIENT_MAX_DENSE:
-            return "lbfgsb"
-        return "bobyqa"
+        if pred.factorization != "blocked" or pred.dense_size > GRADIENT_MAX_DENSE:
+            return "bobyqa"
+        if len(theta0) <= MOMENT_START_MAX_THETAS and self._from_moment_start(theta0):
+            return "bobyqa"
+        return "lbfgsb"
 
     def _minimize(self, theta0: np.ndarray, optimizer: str) -> OptimResult:
         if optimizer == "bobyqa":
@@ -236,10 +246,13 @@ class LinearMixedModel(MixedModelBase):
         """BOBYQA's first step: MOMENT_START_STEP of each theta from the variance-ratio
         start (a consistent estimate; NLopt's default, about |theta0|, searched far
         from it), NLopt's default from any other start."""
-        moments = self._moment_start()
-        if moments is None or not np.array_equal(theta0, moments):
+        if not self._from_moment_start(theta0):
             return None
         return MOMENT_START_STEP * np.maximum(theta0, MOMENT_START_FLOOR)
+
+    def _from_moment_start(self, theta0: np.ndarray) -> bool:
+        moments = self._moment_start()
+        return moments is not None and np.array_equal(theta0, moments)
 
     def default_start(self) -> np.ndarray:
         """lme4's starting theta.
