@@ -1,7 +1,8 @@
 """interlace_nb: linear mixed models with crossed random effects, as lme4 fits them.
 
-Numba kernels build the Gram blocks once; CHOLMOD refactors the sparse
-system at every step of a BOBYQA search over the relative covariance factor.
+Numba kernels build the Gram blocks once; a blocked Cholesky (one dense
+Schur block for crossed designs) or CHOLMOD refactors the system at every
+step of an L-BFGS-B or BOBYQA search over the relative covariance factor.
 Polars in, tidy Polars frames out.
 """
 

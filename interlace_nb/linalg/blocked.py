@@ -33,8 +33,8 @@ PARALLEL_DOWNDATE_WORK = 10_000_000
 TILE_SIZE = 512
 
 #: Dense blocks from this width on take the tiled kernels. Below it S fits in the
-#: last-level cache, and on B2 (2,000 wide) the level-by-level kernels were faster
-#: within a fit (downdate 0.08 against 0.09 s, selected inverse 0.12 against 0.16 s).
+#: last-level cache: on B2 (2,000 wide) tiles made values 5% faster but the gradient's
+#: pass slower (L-BFGS-B fit 6.97 against 6.33 s), on B3 and B4 fits within noise.
 TILED_MIN_SIZE = 8000
 
 
@@ -65,11 +65,16 @@ def balanced_column_bounds(m: int, n_bands: int, work: np.ndarray | None = None)
     return np.unique(np.concatenate([[0], np.clip(inner, 1, m - 1), [m]])).astype(np.int64)
 
 
+def rows_below_first_term(indptr: np.ndarray, q1: int, p1: int) -> np.ndarray:
+    """Each first-term level's rows below q1 (the other terms' levels it meets)."""
+    starts = np.arange(0, q1, p1)
+    return (indptr[starts + 1] - indptr[starts] - p1).astype(float)
+
+
 def downdate_work(indptr: np.ndarray, q1: int, p1: int) -> float:
     """Multiply-adds in the Schur downdate: a level with r rows below q1 takes
     r (r + 1) / 2 products of p1-vectors."""
-    starts = np.arange(0, q1, p1)
-    rows_below = (indptr[starts + 1] - indptr[starts] - p1).astype(float)
+    rows_below = rows_below_first_term(indptr, q1, p1)
     return float(np.sum(rows_below * (rows_below + 1.0) / 2.0)) * p1 * p1
 
 
@@ -177,11 +182,8 @@ class BlockedCholesky:
         self.tiled = self.parallel_downdate and self.m >= TILED_MIN_SIZE
         # the selected inverse's pass over the first term's levels does the same work,
         # level by level (rows below q1 squared)
-        level_starts = np.arange(0, q1, p1)
-        rows_below = self.indptr[level_starts + 1] - self.indptr[level_starts] - p1
-        self._level_bounds = balanced_column_bounds(
-            q1 // p1, n_bands, rows_below.astype(float) ** 2 + 1.0
-        )
+        rows_below = rows_below_first_term(self.indptr, q1, p1)
+        self._level_bounds = balanced_column_bounds(q1 // p1, n_bands, rows_below**2 + 1.0)
         if self.tiled:
             self._tiles = TileLayout(self.indptr, self.indices, q1, p1, self.m, TILE_SIZE,
                                      n_bands)
