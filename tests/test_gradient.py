@@ -12,7 +12,13 @@ from numpy.testing import assert_allclose
 from test_blocked_kernels import FORMULAS, crossed_frame, random_theta
 
 import interlace_nb as ib
-from interlace_nb.fitting.optimize import finite_difference_derivatives, rectify_theta
+from interlace_nb.fitting.optimize import (
+    convergence_messages,
+    finite_difference_derivatives,
+    minimize_bobyqa,
+    minimize_bobyqa_newton,
+    rectify_theta,
+)
 from interlace_nb.linalg import blocked as blocked_linalg
 
 FACTORIZATIONS = ["blocked", "cholmod"]
@@ -190,3 +196,42 @@ def test_convergence_check_after_bobyqa_counts() -> None:
     model.fit(optimizer="bobyqa")
     assert model.converged
     assert calls[0] - model.n_evals == 2 * 3 + 3
+
+
+def rotated_bowl(x: np.ndarray) -> float:
+    """A smooth convex function, not quadratic, with its minimum at (0.7, 0.4)."""
+    angle = 0.6
+    z0 = np.cos(angle) * (x[0] - 0.7) - np.sin(angle) * (x[1] - 0.4)
+    z1 = np.sin(angle) * (x[0] - 0.7) + np.cos(angle) * (x[1] - 0.4)
+    return float(np.cosh(3.0 * z0) + 5.0 * z1**2 + 40.0 * z1**4)
+
+
+def test_bobyqa_newton_finds_the_minimum_with_the_check_at_it() -> None:
+    calls = []
+
+    def fun(x: np.ndarray) -> float:
+        calls.append(np.array(x))
+        return rotated_bowl(x)
+
+    x0, lower, step = np.array([1.0, 0.9]), np.zeros(2), np.array([0.1, 0.1])
+    result = minimize_bobyqa_newton(fun, x0, lower, initial_step=step)
+    assert np.abs(result.x - [0.7, 0.4]).max() < 1e-6
+    assert result.n_evals == len(calls)
+    # the check's derivatives come with the result, at x or one short step before
+    assert np.abs(result.grad).max() < 1e-2
+    assert result.hess is not None and not convergence_messages(
+        result.grad, result.hess, np.ones(2, dtype=bool))
+    plain = minimize_bobyqa(rotated_bowl, x0, lower, initial_step=step)
+    assert result.fun <= plain.fun + 1e-12
+    assert result.n_evals < plain.n_evals + 5  # BOBYQA to lme4's rule, then the check
+
+
+def test_bobyqa_newton_at_a_bound_leaves_the_check_to_the_caller() -> None:
+    """A theta at its bound 0: no stencil across it; BOBYQA goes on to lme4's rule."""
+    def fun(x: np.ndarray) -> float:
+        return float((x[0] - 0.5) ** 2 + (x[1] + 0.2) ** 2 + 0.1 * x[0] * x[1])
+
+    result = minimize_bobyqa_newton(fun, np.array([1.0, 1.0]), np.zeros(2),
+                                    initial_step=np.array([0.1, 0.1]))
+    assert result.x[1] == 0.0 and result.x[0] == pytest.approx(0.5, abs=1e-6)
+    assert result.hess is None

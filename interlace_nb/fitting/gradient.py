@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..predictor import Predictor
-from .lmm import solve_at
+from .lmm import LmmSolution, solve_at
 
 
 def theta_positions(predictor: Predictor) -> list[tuple[int, int, int]]:
@@ -39,10 +39,16 @@ def criterion_and_gradient(
     predictor: Predictor, theta: np.ndarray, reml: bool
 ) -> tuple[float, np.ndarray]:
     """The profiled criterion at ``theta`` and its exact gradient (nan if not finite)."""
-    theta = np.asarray(theta, dtype=float)
-    solution = solve_at(predictor, theta, reml)
+    solution = solve_at(predictor, np.asarray(theta, dtype=float), reml)
+    return solution.objective, gradient_at(predictor, solution, reml)
+
+
+def gradient_at(predictor: Predictor, solution: LmmSolution, reml: bool) -> np.ndarray:
+    """The criterion's exact gradient at the predictor's theta, where ``solution`` was
+    solved (nan if the criterion is not finite there)."""
+    theta = predictor.theta
     if not np.isfinite(solution.objective):
-        return float("inf"), np.full(len(theta), np.nan)
+        return np.full(len(theta), np.nan)
     gram, lay = predictor.gram, predictor.layout
     n, p = gram.n, gram.xtx.shape[0]
     dof = n - p if reml else n
@@ -70,4 +76,4 @@ def criterion_and_gradient(
             value += -2.0 * float(np.sum(gram.ztx[rows_i] * k_mat[rows_j]))
             value += 2.0 * float(np.sum(g_lambda_k[rows_i] * v[rows_j]))
         grad[idx] = value
-    return solution.objective, grad
+    return grad

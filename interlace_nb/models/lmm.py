@@ -13,7 +13,7 @@ import polars as pl
 from .. import results
 from ..accumulate import accumulate_in_memory
 from ..design import Design, build_design
-from ..fitting.gradient import criterion_and_gradient
+from ..fitting.gradient import gradient_at
 from ..fitting.lmm import LmmSolution, profiled_criterion, solve_at
 from ..fitting.optimize import (
     OptimResult,
@@ -21,6 +21,7 @@ from ..fitting.optimize import (
     finite_difference_derivatives,
     gradient_difference_derivatives,
     minimize_bobyqa,
+    minimize_bobyqa_newton,
     minimize_lbfgsb,
 )
 from ..kernels import effects
@@ -55,6 +56,13 @@ MOMENT_START_FLOOR = 0.1
 #: against 5.60 s; B3 17.8 against 22.6 s, B4 9.3 against 10.4 s. With three
 #: (InstEval) L-BFGS-B was ahead, 1.92 against 2.07 s.
 MOMENT_START_MAX_THETAS = 2
+
+#: With at most this many thetas "auto" ends BOBYQA early and polishes by Newton steps
+#: on the convergence check's derivatives (fitting/optimize.py, minimize_bobyqa_newton).
+POLISH_MAX_THETAS = 2
+
+#: What fit(optimizer=...) accepts.
+OPTIMIZERS = ("auto", "lbfgsb", "bobyqa", "bobyqa_newton")
 
 
 class LinearMixedModel(MixedModelBase):
@@ -120,6 +128,7 @@ class LinearMixedModel(MixedModelBase):
         self.setup_seconds = time.perf_counter() - started
         self.theta_lower = np.concatenate([t.theta_lower() for t in self.terms])
         self._solution: LmmSolution | None = None
+        self._best_solved: tuple[np.ndarray, LmmSolution] | None = None
         self._theta_hat = np.zeros(0)
         self.optimizer = ""
         self.optimizer_status = ""
@@ -131,11 +140,22 @@ class LinearMixedModel(MixedModelBase):
     # ----------------------------------------------------------------- fitting
     def objective(self, theta: np.ndarray) -> float:
         """The profiled REML criterion (or ML deviance) at ``theta``, as lme4's devfun."""
-        return solve_at(self.predictor, np.asarray(theta, dtype=float), self.reml).objective
+        return self._solve(theta).objective
 
     def objective_and_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         """The criterion at ``theta`` and its exact gradient in theta."""
-        return criterion_and_gradient(self.predictor, np.asarray(theta, dtype=float), self.reml)
+        solution = self._solve(theta)
+        return solution.objective, gradient_at(self.predictor, solution, self.reml)
+
+    def _solve(self, theta: np.ndarray) -> LmmSolution:
+        """solve_at, keeping the lowest criterion's solution (fit() then needs no
+        factorisation more at the optimum)."""
+        theta = np.array(theta, dtype=float)
+        solution = solve_at(self.predictor, theta, self.reml)
+        best = self._best_solved
+        if best is None or solution.objective < best[1].objective:
+            self._best_solved = (theta, solution)
+        return solution
 
     def fit(
         self,
@@ -148,12 +168,14 @@ class LinearMixedModel(MixedModelBase):
         """Minimise the profiled criterion over theta; returns self.
 
         ``optimizer`` is "lbfgsb" (L-BFGS-B with the exact gradient), "bobyqa"
-        (lme4's derivative-free default, with its stopping rule) or "auto":
-        L-BFGS-B with the blocked factorisation, BOBYQA with CHOLMOD (whose
-        selected inversion makes a gradient cost about 13 evaluations), with a
-        dense block wider than GRADIENT_MAX_DENSE, or from the variance-ratio start
-        with at most MOMENT_START_MAX_THETAS thetas (random intercepts on one or
-        two crossed factors).
+        (lme4's derivative-free default, with its stopping rule), "bobyqa_newton"
+        (BOBYQA to a loose tolerance, then Newton steps on the convergence check's
+        derivatives) or "auto": L-BFGS-B with the blocked factorisation; a
+        derivative-free one with CHOLMOD (whose selected inversion makes a gradient
+        cost about 13 evaluations), with a dense block wider than GRADIENT_MAX_DENSE,
+        or from the variance-ratio start with at most MOMENT_START_MAX_THETAS thetas
+        (random intercepts on one or two crossed factors): "bobyqa_newton" with at
+        most POLISH_MAX_THETAS thetas, "bobyqa" with more.
         Doubtful convergence (lme4's gradient and Hessian checks) raises a
         ConvergenceWarning, a boundary fit a SingularFitWarning.
         """
@@ -161,12 +183,13 @@ class LinearMixedModel(MixedModelBase):
         theta0 = self.default_start() if start is None else np.asarray(start, dtype=float)
         if theta0.shape != self.theta_lower.shape:
             raise ValueError(f"start must have {len(self.theta_lower)} values (one per theta)")
-        if optimizer not in ("auto", "lbfgsb", "bobyqa"):
+        if optimizer not in OPTIMIZERS:
             raise ValueError(
-                f"optimizer must be 'auto', 'lbfgsb' or 'bobyqa', got {optimizer!r}"
+                f"optimizer must be one of {', '.join(map(repr, OPTIMIZERS))}, got {optimizer!r}"
             )
         if optimizer == "auto":
             optimizer = self._default_optimizer(theta0)
+        self._best_solved = None
         with blas_threads_for(self.predictor.dense_size):
             result = self._minimize(theta0, optimizer)
             theta = np.maximum(result.x, self.theta_lower)
@@ -178,7 +201,12 @@ class LinearMixedModel(MixedModelBase):
                 free = ~((self.theta_lower == 0.0) & (theta < SINGULAR_TOLERANCE))
                 grad, hess = self._derivatives_at(theta, result, optimizer)
                 messages += convergence_messages(grad, hess, free)
-            self._solution = solve_at(self.predictor, theta, self.reml)
+            best = self._best_solved
+            if best is not None and np.array_equal(best[0], theta):
+                self._solution = best[1]
+            else:
+                self._solution = solve_at(self.predictor, theta, self.reml)
+        self._best_solved = None
         self._theta_hat = theta.copy()
         if not np.isfinite(self._solution.objective):
             raise FloatingPointError(
@@ -212,6 +240,8 @@ class LinearMixedModel(MixedModelBase):
         forward differences of the gradient: n more gradients, each about
         GRADIENT_COST values.
         """
+        if result.hess is not None and np.array_equal(theta, result.x):
+            return result.grad, result.hess
         n = len(theta)
         value_cost = 2 * n + n * (n - 1) / 2
         if optimizer == "lbfgsb" and n * GRADIENT_COST < value_cost:
@@ -230,16 +260,20 @@ class LinearMixedModel(MixedModelBase):
         GRADIENT_MAX_DENSE wide, except from the variance-ratio start with at most
         MOMENT_START_MAX_THETAS thetas; BOBYQA otherwise (see the constants)."""
         pred = self.predictor
+        derivative_free = "bobyqa_newton" if len(theta0) <= POLISH_MAX_THETAS else "bobyqa"
         if pred.factorization != "blocked" or pred.dense_size > GRADIENT_MAX_DENSE:
-            return "bobyqa"
+            return derivative_free
         if len(theta0) <= MOMENT_START_MAX_THETAS and self._from_moment_start(theta0):
-            return "bobyqa"
+            return derivative_free
         return "lbfgsb"
 
     def _minimize(self, theta0: np.ndarray, optimizer: str) -> OptimResult:
         if optimizer == "bobyqa":
             return minimize_bobyqa(self.objective, theta0, self.theta_lower,
                                    initial_step=self._first_trust_region(theta0))
+        if optimizer == "bobyqa_newton":
+            return minimize_bobyqa_newton(self.objective, theta0, self.theta_lower,
+                                          initial_step=self._first_trust_region(theta0))
         return minimize_lbfgsb(self.objective_and_gradient, theta0, self.theta_lower)
 
     def _first_trust_region(self, theta0: np.ndarray) -> np.ndarray | None:
