@@ -199,3 +199,27 @@ def test_bobyqa_newton_on_the_reference_cases():
         theirs += case["n_evals"]
     assert len(names) >= 10
     assert ours < 0.8 * theirs
+
+
+def test_lbfgsb_from_the_variance_ratio_start():
+    """L-BFGS-B starts from lme4's variance-ratio start carried to every term (slopes
+    scaled by their column's root mean square): the same criterion, and fewer calls
+    in all than from lme4's identity (131 against 174 when written)."""
+    from_ratio, from_identity, names = 0, 0, []
+    for name, case in sorted(CASES.items()):
+        data = load_dataset(case["data"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = ib.LinearMixedModel(case["formula"], data, reml=case["reml"],
+                                        weights=case["weights"], offset=case["offset"])
+            model.fit()
+            if model.optimizer != "lbfgsb" or model._moment_start() is not None:
+                continue
+            names.append(name)
+            criterion = _criterion(model)
+            from_ratio += model.n_evals
+            model.fit(start=model.default_start())
+        assert criterion <= _criterion(model) + 1e-12 * abs(criterion), name
+        from_identity += model.n_evals
+    assert len(names) >= 6
+    assert from_ratio < 0.85 * from_identity
