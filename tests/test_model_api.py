@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import polars as pl
@@ -261,3 +263,23 @@ def test_double_parentheses_and_warning_location() -> None:
     with pytest.warns(ib.SingularFitWarning):
         model = ib.lmm("Yield ~ 1 + (1 | Batch)", data)
     assert model.ranef(cond_sd=False)["cond_sd"].null_count() == 6
+
+
+def test_the_garbage_collector_is_back_as_it_was() -> None:
+    """Models are built and fitted with the cyclic collector off (models/base.py,
+    collector_paused); afterwards it is as the caller had it, errors included."""
+    import gc
+
+    frame = pl.DataFrame({"y": [1.0, 2.0, 3.5, 2.5, 4.0, 3.0], "g": ["a", "a", "b", "b", "c", "c"]})
+    assert gc.isenabled()
+    with pytest.raises(ib.FormulaError):
+        ib.LinearMixedModel("y ~ (1 | ", frame)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ib.lmm("y ~ 1 + (1 | g)", frame)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -22,8 +22,10 @@ MAX_DENSE_SIZE = 6000
 #: Wider blocks may take this much memory (8 m^2 bytes), and at most a quarter of the RAM.
 MAX_DENSE_BYTES = 4 * 2**30
 
-#: Multiply-adds in the Schur downdate above which the parallel kernels pay off.
-PARALLEL_DOWNDATE_WORK = 10_000_000
+#: Multiply-adds in the Schur downdate above which the parallel kernels pay off. With
+#: Numba's workers passive (interlace_nb/__init__.py) InstEval's 2.5 million took 6.4
+#: against 12.9 ms, its gradient's pass over the first term 7.8 against 15 ms.
+PARALLEL_DOWNDATE_WORK = 1_000_000
 
 #: Rows and columns of a tile of the dense block in the tiled kernels (kernels/tiled.py).
 #: On B5's 16,000-wide block, quiet machine, the tiled downdate took 14.7-16.5 s with

@@ -7,7 +7,10 @@ below (``beta``, ``vcov``, ``scale``, ``spherical_modes``, ...).
 
 from __future__ import annotations
 
+import gc
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cached_property
 
 import numpy as np
@@ -22,6 +25,25 @@ from ..terms import RandomTerm
 
 #: lme4's isSingular tolerance on theta entries with a lower bound of zero.
 SINGULAR_TOLERANCE = 1e-4
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off while a model is built or fitted.
+
+    Once Numba has loaded the kernels about 200,000 long-lived objects are
+    tracked, and a full collection, which formula parsing and the optimiser's
+    Python side trigger now and then, takes about 0.16 s (InstEval's setup:
+    0.42 s against 0.14 s without one). The work frees its objects by reference
+    counting; a cycle it leaves is collected once the collector is back on.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class ConvergenceWarning(UserWarning):

@@ -34,7 +34,13 @@ from ..linalg import blas_threads_for
 from ..predictor import GramBuilder, Predictor, build_layout, engine_terms
 from ..response import Family, get_family
 from ..response.glm import GlmResponse
-from .base import SINGULAR_TOLERANCE, ConvergenceWarning, MixedModelBase, SingularFitWarning
+from .base import (
+    SINGULAR_TOLERANCE,
+    ConvergenceWarning,
+    MixedModelBase,
+    SingularFitWarning,
+    collector_paused,
+)
 
 #: glmer's limit on the number of quadrature points.
 MAX_AGQ = 25
@@ -88,69 +94,72 @@ class GeneralizedLinearMixedModel(MixedModelBase):
         na_action: str = "omit",
         factorization: str = "auto",
     ):
-        started = time.perf_counter()
-        self.family = family if isinstance(family, Family) else _family(family, link)
-        self.n_agq = _check_n_agq(nAGQ)
-        self.formula = formula
-        self.reml = False
-        self.offset_column = offset if isinstance(offset, str) else None
-        self.design: Design = build_design(
-            formula, data, weights=weights, offset=offset, na_action=na_action,
-            binomial=self.family.name == "binomial",
-        )
-        d = self.design
-        self.response = _make_response(self.family, d)
-        self.terms = list(d.terms)
-        if self.n_agq > 1 and not (len(self.terms) == 1 and self.terms[0].size == 1):
-            raise ValueError(
-                f"nAGQ = {self.n_agq} (adaptive Gauss-Hermite) needs a single scalar random-"
-                f"effects term such as (1 | group); this model has {_describe_terms(self.terms)}. "
-                "Use nAGQ=1 (Laplace) or nAGQ=0."
+        with collector_paused():
+            started = time.perf_counter()
+            self.family = family if isinstance(family, Family) else _family(family, link)
+            self.n_agq = _check_n_agq(nAGQ)
+            self.formula = formula
+            self.reml = False
+            self.offset_column = offset if isinstance(offset, str) else None
+            self.design: Design = build_design(
+                formula, data, weights=weights, offset=offset, na_action=na_action,
+                binomial=self.family.name == "binomial",
             )
-        if self.n_agq > 1 and self.family.has_dispersion:
-            raise ValueError(
-                f"nAGQ > 1 is offered for the binomial and poisson families; the {self.family.name}"
-                " family's likelihood has a dispersion that the quadrature does not integrate. "
-                "Use nAGQ=1 (Laplace)."
+            d = self.design
+            self.response = _make_response(self.family, d)
+            self.terms = list(d.terms)
+            if self.n_agq > 1 and not (len(self.terms) == 1 and self.terms[0].size == 1):
+                raise ValueError(
+                    f"nAGQ = {self.n_agq} (adaptive Gauss-Hermite) needs a single scalar random-"
+                    "effects term such as (1 | group); this model has "
+                    f"{_describe_terms(self.terms)}. "
+                    "Use nAGQ=1 (Laplace) or nAGQ=0."
+                )
+            if self.n_agq > 1 and self.family.has_dispersion:
+                raise ValueError(
+                    "nAGQ > 1 is offered for the binomial and poisson families; the "
+                    f"{self.family.name} family's likelihood has a dispersion that the "
+                    "quadrature does not integrate. "
+                    "Use nAGQ=1 (Laplace)."
+                )
+            self.layout = build_layout(self.terms)
+            # the engine numbers later factors' levels by frequency (see predictor.py)
+            terms_inside, orders = engine_terms(self.terms, self.layout, factorization)
+            self.builder = GramBuilder(terms_inside, self.layout, d.x)
+            start_rows = self.response.evaluate(self.response.start_eta())
+            gram = self.builder.build(
+                start_rows.working_response, start_rows.working_weights, prior_weights=False
             )
-        self.layout = build_layout(self.terms)
-        # the engine numbers later factors' levels by frequency (see predictor.py)
-        terms_inside, orders = engine_terms(self.terms, self.layout, factorization)
-        self.builder = GramBuilder(terms_inside, self.layout, d.x)
-        start_rows = self.response.evaluate(self.response.start_eta())
-        gram = self.builder.build(
-            start_rows.working_response, start_rows.working_weights, prior_weights=False
-        )
-        self.predictor = Predictor(self.terms, self.layout, gram, factorization, orders)
-        self.pirls = Pirls(self.predictor, self.builder, self.response, d.x)
-        #: the exact gradient of the Laplace deviance where it exists (canonical binomial
-        #: and poisson links, nAGQ <= 1); other fits use BOBYQA and second differences
-        self.laplace_gradient = (
-            LaplaceGradient(self.pirls)
-            if self.n_agq <= 1 and self.response.has_exact_laplace_gradient else None
-        )
-        self.theta_lower = np.concatenate([t.theta_lower() for t in self.terms])
-        self.n_theta = len(self.theta_lower)
-        self.setup_seconds = time.perf_counter() - started
-        self._state: PirlsState | None = None
-        self._warm: tuple[np.ndarray, np.ndarray] | None = None
-        self._warm_theta = np.zeros(0)
-        #: the last PIRLS run and whether beta was inside it (for first-order warm starts)
-        self._last_run: tuple[PirlsState | None, bool] = (None, False)
-        self._theta_hat = np.zeros(0)
-        self._beta_hat = np.zeros(0)
-        self._objective_value = float("nan")
-        self._vcov: np.ndarray | None = None
-        self._fit_gram = None
-        self.hessian: np.ndarray | None = None
-        self.newton_steps = 0
-        self.gradient: np.ndarray | None = None
-        self.optimizer_status = ""
-        self.n_evals = 0
-        self.n_evals_stage0 = 0
-        self.fit_seconds = float("nan")
-        self.convergence_messages: list[str] = []
-        self.na_message = self._report_design()
+            self.predictor = Predictor(self.terms, self.layout, gram, factorization, orders)
+            self.pirls = Pirls(self.predictor, self.builder, self.response, d.x)
+            #: the exact gradient of the Laplace deviance where it exists (canonical binomial
+            #: and poisson links, nAGQ <= 1); other fits use BOBYQA and second differences
+            self.laplace_gradient = (
+                LaplaceGradient(self.pirls)
+                if self.n_agq <= 1 and self.response.has_exact_laplace_gradient else None
+            )
+            self.theta_lower = np.concatenate([t.theta_lower() for t in self.terms])
+            self.n_theta = len(self.theta_lower)
+            self.setup_seconds = time.perf_counter() - started
+            self._state: PirlsState | None = None
+            self._warm: tuple[np.ndarray, np.ndarray] | None = None
+            self._warm_theta = np.zeros(0)
+            #: the last PIRLS run and whether beta was inside it (for first-order warm starts)
+            self._last_run: tuple[PirlsState | None, bool] = (None, False)
+            self._theta_hat = np.zeros(0)
+            self._beta_hat = np.zeros(0)
+            self._objective_value = float("nan")
+            self._vcov: np.ndarray | None = None
+            self._fit_gram = None
+            self.hessian: np.ndarray | None = None
+            self.newton_steps = 0
+            self.gradient: np.ndarray | None = None
+            self.optimizer_status = ""
+            self.n_evals = 0
+            self.n_evals_stage0 = 0
+            self.fit_seconds = float("nan")
+            self.convergence_messages: list[str] = []
+            self.na_message = self._report_design()
 
     # ------------------------------------------------------------ objectives
     def _pirls(self, theta: np.ndarray, beta: np.ndarray | None) -> PirlsState:
@@ -261,73 +270,73 @@ class GeneralizedLinearMixedModel(MixedModelBase):
         SingularFitWarning, fitted probabilities of 0 or 1 a warning about
         separation.
         """
-        started = time.perf_counter()
-        start = start or {}
-        theta0 = np.asarray(
-            start.get("theta", np.concatenate([t.theta_start() for t in self.terms])), dtype=float
-        )
-        if theta0.shape != self.theta_lower.shape:
-            raise ValueError(f"start['theta'] must have {self.n_theta} values (one per theta)")
-        self._warm = None
-        messages: list[str] = []
-        try:
-            state0 = self._pirls(theta0, None)
-        except PirlsError as exc:
-            raise FloatingPointError(
-                f"PIRLS failed at the starting values: {exc}. Check that the link suits the "
-                f"response ({self.family.name} with link {self.family.link!r}); the canonical "
-                f"link is {self.family.canonical_link!r}."
-            ) from exc
-        with blas_threads_for(self.predictor.dense_size):
-            theta, state0, stage0 = self._first_stage(theta0, state0)
-            if self.n_agq == 0:
-                result, params = stage0, theta
-            else:
-                result, params = self._joint_stage(theta, state0, start.get("beta"))
-                if check_convergence:
-                    messages += convergence_messages(
-                        self.gradient, self.hessian, self._free(params)
-                    )
-            messages = result.messages + messages
-            # both optimisers' evaluations (stage 0 is the whole fit for nAGQ = 0)
-            self.n_evals = self.n_evals_stage0 + (result.n_evals if self.n_agq > 0 else 0)
-            self.optimizer_status = result.status
-            self._theta_hat = params[: self.n_theta].copy()
+        with collector_paused():
+            started = time.perf_counter()
+            start = start or {}
+            default_theta = np.concatenate([t.theta_start() for t in self.terms])
+            theta0 = np.asarray(start.get("theta", default_theta), dtype=float)
+            if theta0.shape != self.theta_lower.shape:
+                raise ValueError(f"start['theta'] must have {self.n_theta} values (one per theta)")
             self._warm = None
-            if self.n_agq == 0:
-                state = self._pirls(self._theta_hat, None)
-            else:
-                self._warm = (state0.beta, state0.u)
-                state = self._pirls(self._theta_hat, params[self.n_theta :])
-            self._state = state
-            self._beta_hat = state.beta.copy()
-            self._objective_value = self._deviance(state)
-        if not np.isfinite(self._objective_value):
-            raise FloatingPointError(
-                "the deviance is not finite at the optimum; PIRLS failed there (check the "
-                "response and the model for separation or extreme values)"
-            )
-        if not state.converged:
-            messages.append("PIRLS did not converge at the optimum (the conditional modes may "
-                            "be inaccurate)")
-        self._vcov = self._fixed_effects_covariance(messages)
-        self.convergence_messages = messages
-        self.fit_seconds = time.perf_counter() - started
-        self.__dict__.pop("_conditional_variances", None)
-        for message in messages:
-            warnings.warn(message, ConvergenceWarning, stacklevel=_stacklevel)
-        separation = self._separation_message()
-        if separation:
-            warnings.warn(separation, ConvergenceWarning, stacklevel=_stacklevel)
-            self.convergence_messages.append(separation)
-        if self.singular:
-            warnings.warn(
-                "boundary (singular) fit: a variance is estimated as zero or a correlation as "
-                "+-1; see fit_stats()['singular'] and varcorr()",
-                SingularFitWarning,
-                stacklevel=_stacklevel,
-            )
-        return self
+            messages: list[str] = []
+            try:
+                state0 = self._pirls(theta0, None)
+            except PirlsError as exc:
+                raise FloatingPointError(
+                    f"PIRLS failed at the starting values: {exc}. Check that the link suits the "
+                    f"response ({self.family.name} with link {self.family.link!r}); the canonical "
+                    f"link is {self.family.canonical_link!r}."
+                ) from exc
+            with blas_threads_for(self.predictor.dense_size):
+                theta, state0, stage0 = self._first_stage(theta0, state0)
+                if self.n_agq == 0:
+                    result, params = stage0, theta
+                else:
+                    result, params = self._joint_stage(theta, state0, start.get("beta"))
+                    if check_convergence:
+                        messages += convergence_messages(
+                            self.gradient, self.hessian, self._free(params)
+                        )
+                messages = result.messages + messages
+                # both optimisers' evaluations (stage 0 is the whole fit for nAGQ = 0)
+                self.n_evals = self.n_evals_stage0 + (result.n_evals if self.n_agq > 0 else 0)
+                self.optimizer_status = result.status
+                self._theta_hat = params[: self.n_theta].copy()
+                self._warm = None
+                if self.n_agq == 0:
+                    state = self._pirls(self._theta_hat, None)
+                else:
+                    self._warm = (state0.beta, state0.u)
+                    state = self._pirls(self._theta_hat, params[self.n_theta :])
+                self._state = state
+                self._beta_hat = state.beta.copy()
+                self._objective_value = self._deviance(state)
+            if not np.isfinite(self._objective_value):
+                raise FloatingPointError(
+                    "the deviance is not finite at the optimum; PIRLS failed there (check the "
+                    "response and the model for separation or extreme values)"
+                )
+            if not state.converged:
+                messages.append("PIRLS did not converge at the optimum (the conditional modes may "
+                                "be inaccurate)")
+            self._vcov = self._fixed_effects_covariance(messages)
+            self.convergence_messages = messages
+            self.fit_seconds = time.perf_counter() - started
+            self.__dict__.pop("_conditional_variances", None)
+            for message in messages:
+                warnings.warn(message, ConvergenceWarning, stacklevel=_stacklevel)
+            separation = self._separation_message()
+            if separation:
+                warnings.warn(separation, ConvergenceWarning, stacklevel=_stacklevel)
+                self.convergence_messages.append(separation)
+            if self.singular:
+                warnings.warn(
+                    "boundary (singular) fit: a variance is estimated as zero or a correlation as "
+                    "+-1; see fit_stats()['singular'] and varcorr()",
+                    SingularFitWarning,
+                    stacklevel=_stacklevel,
+                )
+            return self
 
     def _first_stage(
         self, theta0: np.ndarray, state0: PirlsState

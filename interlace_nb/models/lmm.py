@@ -33,6 +33,7 @@ from .base import (
     ConvergenceWarning,
     MixedModelBase,
     SingularFitWarning,
+    collector_paused,
 )
 
 #: What a gradient costs in values with the blocked factorisation (2.5 to 2.9 in the
@@ -87,55 +88,56 @@ class LinearMixedModel(MixedModelBase):
         streaming: bool = False,
         batch_size: int | None = None,
     ):
-        started = time.perf_counter()
-        self.formula = formula
-        self.reml = bool(reml)
-        self.offset_column = offset if isinstance(offset, str) else None
-        self.streaming = bool(streaming)
-        if batch_size is not None and not self.streaming:
-            raise ValueError("batch_size is only used with streaming=True")
-        self.design: Design | StreamedDesign
-        if self.streaming:
-            self.design = build_streamed_design(
-                formula, data, weights=weights, offset=offset, na_action=na_action,
-                batch_size=batch_size,
-            )
-            d = self.design
-            accumulated = d.accumulated
-        else:
-            self.design = build_design(
-                formula, data, weights=weights, offset=offset, na_action=na_action
-            )
-            d = self.design
-            accumulated = accumulate_in_memory(d, factorization)
-        self.terms = list(d.terms)
-        self.layout = build_layout(self.terms)
-        # The Gram blocks are for y minus its weighted least-squares fit: beta shifts by
-        # those coefficients exactly, and pwrss, computed by subtraction from the Gram
-        # blocks, keeps its digits when y has a large mean.
-        self._beta_shift = accumulated.beta_shift
-        self._start_variances = (accumulated.between_variances, accumulated.response_variance)
-        if accumulated.level_orders is None:
-            self.predictor = predictor_in_engine_order(
-                self.terms, self.layout, accumulated.gram, factorization,
-                accumulated.level_counts,
-            )
-        else:  # built in the engine's order already
-            self.predictor = Predictor(
-                self.terms, self.layout, accumulated.gram, factorization,
-                accumulated.level_orders,
-            )
-        self.setup_seconds = time.perf_counter() - started
-        self.theta_lower = np.concatenate([t.theta_lower() for t in self.terms])
-        self._solution: LmmSolution | None = None
-        self._best_solved: tuple[np.ndarray, LmmSolution] | None = None
-        self._theta_hat = np.zeros(0)
-        self.optimizer = ""
-        self.optimizer_status = ""
-        self.n_evals = 0
-        self.fit_seconds = float("nan")
-        self.convergence_messages: list[str] = []
-        self.na_message = self._report_design()
+        with collector_paused():
+            started = time.perf_counter()
+            self.formula = formula
+            self.reml = bool(reml)
+            self.offset_column = offset if isinstance(offset, str) else None
+            self.streaming = bool(streaming)
+            if batch_size is not None and not self.streaming:
+                raise ValueError("batch_size is only used with streaming=True")
+            self.design: Design | StreamedDesign
+            if self.streaming:
+                self.design = build_streamed_design(
+                    formula, data, weights=weights, offset=offset, na_action=na_action,
+                    batch_size=batch_size,
+                )
+                d = self.design
+                accumulated = d.accumulated
+            else:
+                self.design = build_design(
+                    formula, data, weights=weights, offset=offset, na_action=na_action
+                )
+                d = self.design
+                accumulated = accumulate_in_memory(d, factorization)
+            self.terms = list(d.terms)
+            self.layout = build_layout(self.terms)
+            # The Gram blocks are for y minus its weighted least-squares fit: beta shifts by
+            # those coefficients exactly, and pwrss, computed by subtraction from the Gram
+            # blocks, keeps its digits when y has a large mean.
+            self._beta_shift = accumulated.beta_shift
+            self._start_variances = (accumulated.between_variances, accumulated.response_variance)
+            if accumulated.level_orders is None:
+                self.predictor = predictor_in_engine_order(
+                    self.terms, self.layout, accumulated.gram, factorization,
+                    accumulated.level_counts,
+                )
+            else:  # built in the engine's order already
+                self.predictor = Predictor(
+                    self.terms, self.layout, accumulated.gram, factorization,
+                    accumulated.level_orders,
+                )
+            self.setup_seconds = time.perf_counter() - started
+            self.theta_lower = np.concatenate([t.theta_lower() for t in self.terms])
+            self._solution: LmmSolution | None = None
+            self._best_solved: tuple[np.ndarray, LmmSolution] | None = None
+            self._theta_hat = np.zeros(0)
+            self.optimizer = ""
+            self.optimizer_status = ""
+            self.n_evals = 0
+            self.fit_seconds = float("nan")
+            self.convergence_messages: list[str] = []
+            self.na_message = self._report_design()
 
     # ----------------------------------------------------------------- fitting
     def objective(self, theta: np.ndarray) -> float:
@@ -179,57 +181,59 @@ class LinearMixedModel(MixedModelBase):
         Doubtful convergence (lme4's gradient and Hessian checks) raises a
         ConvergenceWarning, a boundary fit a SingularFitWarning.
         """
-        started = time.perf_counter()
-        theta0 = self.default_start() if start is None else np.asarray(start, dtype=float)
-        if theta0.shape != self.theta_lower.shape:
-            raise ValueError(f"start must have {len(self.theta_lower)} values (one per theta)")
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(
-                f"optimizer must be one of {', '.join(map(repr, OPTIMIZERS))}, got {optimizer!r}"
-            )
-        if optimizer == "auto":
-            optimizer = self._default_optimizer(theta0)
-        if start is None and optimizer == "lbfgsb":
-            ratio_start = self._variance_ratio_start()
-            theta0 = theta0 if ratio_start is None else ratio_start
-        self._best_solved = None
-        with blas_threads_for(self.predictor.dense_size):
-            result = self._minimize(theta0, optimizer)
-            theta = np.maximum(result.x, self.theta_lower)
-            messages = list(result.messages)
-            self.n_evals = result.n_evals
-            self.optimizer = optimizer
-            self.optimizer_status = result.status
-            if check_convergence:
-                free = ~((self.theta_lower == 0.0) & (theta < SINGULAR_TOLERANCE))
-                grad, hess = self._derivatives_at(theta, result, optimizer)
-                messages += convergence_messages(grad, hess, free)
-            best = self._best_solved
-            if best is not None and np.array_equal(best[0], theta):
-                self._solution = best[1]
-            else:
-                self._solution = solve_at(self.predictor, theta, self.reml)
-        self._best_solved = None
-        self._theta_hat = theta.copy()
-        if not np.isfinite(self._solution.objective):
-            raise FloatingPointError(
-                "the criterion is not finite at the optimum; check the data for a response "
-                "with no variation or perfectly collinear random effects"
-            )
-        self.convergence_messages = messages
-        self.fit_seconds = time.perf_counter() - started
-        for message in messages:
-            warnings.warn(message, ConvergenceWarning, stacklevel=_stacklevel)
-        if self.singular:
-            warnings.warn(
-                "boundary (singular) fit: a variance is estimated as zero or a correlation as "
-                "+-1; see fit_stats()['singular'] and varcorr()",
-                SingularFitWarning,
-                stacklevel=_stacklevel,
-            )
-        self.__dict__.pop("_conditional_variances", None)
-        self.__dict__.pop("_scaled_residual_quantiles", None)
-        return self
+        with collector_paused():
+            started = time.perf_counter()
+            theta0 = self.default_start() if start is None else np.asarray(start, dtype=float)
+            if theta0.shape != self.theta_lower.shape:
+                raise ValueError(f"start must have {len(self.theta_lower)} values (one per theta)")
+            if optimizer not in OPTIMIZERS:
+                raise ValueError(
+                    f"optimizer must be one of {', '.join(map(repr, OPTIMIZERS))}, "
+                    f"got {optimizer!r}"
+                )
+            if optimizer == "auto":
+                optimizer = self._default_optimizer(theta0)
+            if start is None and optimizer == "lbfgsb":
+                ratio_start = self._variance_ratio_start()
+                theta0 = theta0 if ratio_start is None else ratio_start
+            self._best_solved = None
+            with blas_threads_for(self.predictor.dense_size):
+                result = self._minimize(theta0, optimizer)
+                theta = np.maximum(result.x, self.theta_lower)
+                messages = list(result.messages)
+                self.n_evals = result.n_evals
+                self.optimizer = optimizer
+                self.optimizer_status = result.status
+                if check_convergence:
+                    free = ~((self.theta_lower == 0.0) & (theta < SINGULAR_TOLERANCE))
+                    grad, hess = self._derivatives_at(theta, result, optimizer)
+                    messages += convergence_messages(grad, hess, free)
+                best = self._best_solved
+                if best is not None and np.array_equal(best[0], theta):
+                    self._solution = best[1]
+                else:
+                    self._solution = solve_at(self.predictor, theta, self.reml)
+            self._best_solved = None
+            self._theta_hat = theta.copy()
+            if not np.isfinite(self._solution.objective):
+                raise FloatingPointError(
+                    "the criterion is not finite at the optimum; check the data for a response "
+                    "with no variation or perfectly collinear random effects"
+                )
+            self.convergence_messages = messages
+            self.fit_seconds = time.perf_counter() - started
+            for message in messages:
+                warnings.warn(message, ConvergenceWarning, stacklevel=_stacklevel)
+            if self.singular:
+                warnings.warn(
+                    "boundary (singular) fit: a variance is estimated as zero or a correlation as "
+                    "+-1; see fit_stats()['singular'] and varcorr()",
+                    SingularFitWarning,
+                    stacklevel=_stacklevel,
+                )
+            self.__dict__.pop("_conditional_variances", None)
+            self.__dict__.pop("_scaled_residual_quantiles", None)
+            return self
 
     def _derivatives_at(
         self, theta: np.ndarray, result: OptimResult, optimizer: str
