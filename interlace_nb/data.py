@@ -33,6 +33,10 @@ _BACKTICK = re.compile(r"`([^`]*)`")
 #: unless the data has a column of that name (data shadows transforms in formulaic).
 _FORMULA_NAMES = frozenset(TRANSFORMS) | {"Q", "numpy"}
 
+#: Integer factors whose range is at most this many times their length get their
+#: level codes from a table over the range (data._integer_level_codes).
+INTEGER_RANGE_FACTOR = 4
+
 
 class DataError(ValueError):
     """Input data that cannot be fitted as given, with what to do about it."""
@@ -428,6 +432,10 @@ def level_codes(frame: pl.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarr
     slower).
     """
     dtype = pl.Int32 if frame.height < np.iinfo(np.int32).max else pl.Int64
+    if len(factors) == 1 and frame.schema[factors[0]].is_integer():
+        coded = _integer_level_codes(frame.get_column(factors[0]), dtype)
+        if coded is not None:
+            return coded
     distinct = frame.select(list(factors)).unique()
     table = distinct.with_columns(
         _level_key(distinct, factors).cast(dtype).alias("__code"),
@@ -442,6 +450,26 @@ def level_codes(frame: pl.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarr
         .to_numpy(writable=True)
     )
     labels = table.sort("__code").get_column("__label").to_list()
+    return codes, labels
+
+
+def _integer_level_codes(
+    column: pl.Series, dtype: pl.DataType
+) -> tuple[np.ndarray, list[str]] | None:
+    """level_codes for an integer column whose range is at most a few times its
+    length: a table over the range in place of a sort and a join (B2's 1M rows:
+    about 10 against 70 ms per factor). None otherwise, or with nulls."""
+    if column.null_count() or column.len() == 0:
+        return None
+    low, high = int(column.min()), int(column.max())
+    if high - low > INTEGER_RANGE_FACTOR * column.len():
+        return None
+    offsets = column.to_numpy() - low
+    present = np.zeros(high - low + 1, dtype=bool)
+    present[offsets] = True
+    code_of_offset = np.cumsum(present, dtype=np.int64) - 1
+    codes = code_of_offset[offsets].astype(np.int32 if dtype == pl.Int32 else np.int64)
+    labels = [str(value) for value in (np.flatnonzero(present) + low).tolist()]
     return codes, labels
 
 

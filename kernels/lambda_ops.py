@@ -8,7 +8,9 @@ starts in the flat, row-major ``t_flat``).
 """
 
 
-from .config import kernel
+from numba import njit, prange
+
+from .config import NJIT_OPTIONS, kernel
 
 
 @kernel
@@ -24,8 +26,27 @@ def scale_sparse_gram(indptr, indices, gram_data, col_block_start, col_pos, col_
     written (all that the blocked factorisation reads there); pass the number
     of columns to write every entry.
     """
-    n_cols = indptr.shape[0] - 1
-    for c in range(n_cols):
+    _scale_columns(indptr, indices, gram_data, col_block_start, col_pos, col_block_size,
+                   col_t_offset, t_flat, out_data, dense_from, 0, indptr.shape[0] - 1)
+
+
+@njit(parallel=True, **NJIT_OPTIONS)
+def scale_sparse_gram_parallel(indptr, indices, gram_data, col_block_start, col_pos,
+                               col_block_size, col_t_offset, t_flat, out_data, dense_from,
+                               col_bounds):
+    """scale_sparse_gram over the column bands ``[col_bounds[b], col_bounds[b+1])`` in
+    parallel: each column writes only its own entries."""
+    for band in prange(col_bounds.shape[0] - 1):
+        _scale_columns(indptr, indices, gram_data, col_block_start, col_pos, col_block_size,
+                       col_t_offset, t_flat, out_data, dense_from, col_bounds[band],
+                       col_bounds[band + 1])
+
+
+@kernel
+def _scale_columns(indptr, indices, gram_data, col_block_start, col_pos, col_block_size,
+                   col_t_offset, t_flat, out_data, dense_from, col_from, col_to):
+    """scale_sparse_gram for the columns col_from <= c < col_to."""
+    for c in range(col_from, col_to):
         start = indptr[c]
         pc = col_pos[c]
         sc = col_block_size[c]

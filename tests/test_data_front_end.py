@@ -183,3 +183,21 @@ def test_pandas_frame_is_not_modified():
     ib.fit("rt ~ x", frame, groups="subject")
     pd.testing.assert_frame_equal(frame, before)
     assert (frame.dtypes == dtypes).all()
+
+
+@pytest.mark.parametrize("dtype", [pl.Int8, pl.Int32, pl.Int64, pl.UInt16, pl.UInt64])
+def test_integer_factors_coded_from_a_table_as_by_sorting(dtype, monkeypatch) -> None:
+    """Integer factors with a small range take a table over the range; the codes and
+    labels are those of the sort-and-join path (numeric order, gaps dropped)."""
+    from interlace_nb import data as data_module
+
+    rng = np.random.default_rng(5)
+    low = 0 if dtype in (pl.UInt16, pl.UInt64) else -40
+    frame = pl.DataFrame({"g": rng.choice(np.arange(low, low + 90, 3), 500)}).cast({"g": dtype})
+    fast = data_module.level_codes(frame, ("g",))
+    monkeypatch.setattr(data_module, "INTEGER_RANGE_FACTOR", -1)
+    slow = data_module.level_codes(frame, ("g",))
+    np.testing.assert_array_equal(fast[0], slow[0])
+    assert fast[0].dtype == slow[0].dtype
+    assert fast[1] == slow[1]
+    assert fast[1][:2] == [str(low), str(low + 3)]

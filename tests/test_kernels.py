@@ -426,6 +426,11 @@ def test_lambda_kernels_random(seed: int, sizes: list[int], n_levels: list[int])
                                  first_end)
     want = naive.scale_sparse_gram(indptr, indices, a.data, *metadata(lay), t_flat, first_end)
     assert_allclose(partial, want, rtol=1e-12, atol=1e-12)  # NaN where nothing is written
+    for bands in ([0, lay.q], [0, 1, lay.q // 2, lay.q]):  # in parallel, band by band
+        by_bands = np.full(a.nnz, np.nan)
+        lambda_ops.scale_sparse_gram_parallel(indptr, indices, a.data, *metadata(lay), t_flat,
+                                              by_bands, first_end, np.array(bands))
+        np.testing.assert_array_equal(by_bands, partial)
     lambda_ops.scale_sparse_gram(indptr, indices, a.data, *metadata(lay), t_flat, out_data,
                                  lay.q)
     want = naive.scale_sparse_gram(indptr, indices, a.data, *metadata(lay), t_flat)
