@@ -42,9 +42,11 @@ def lmm(
     (``scale()``, ``center()``, ``poly()``, splines) are refused.
 
     ``optimizer`` is "lbfgsb" (L-BFGS-B with the exact gradient of the
-    criterion: about a third of lme4's evaluations), "bobyqa" (lme4's
-    optimiser and stopping rule: lme4's evaluations) or "auto" (the default:
-    L-BFGS-B with the blocked factorisation, BOBYQA with CHOLMOD).
+    criterion: about a third of lme4's evaluations), "lbfgsb_newton" (the same
+    to a loose tolerance, then a Newton step on the convergence check's
+    Hessian), "bobyqa" (lme4's optimiser and stopping rule: lme4's
+    evaluations), "bobyqa_newton" (BOBYQA loosely, then Newton steps) or
+    "auto" (the default; LinearMixedModel.fit says which it takes when).
     """
     model = LinearMixedModel(
         formula, data, reml=reml, weights=weights, offset=offset, na_action=na_action,

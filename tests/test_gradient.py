@@ -17,6 +17,8 @@ from interlace_nb.fitting.optimize import (
     finite_difference_derivatives,
     minimize_bobyqa,
     minimize_bobyqa_newton,
+    minimize_lbfgsb,
+    minimize_lbfgsb_newton,
     rectify_theta,
 )
 from interlace_nb.linalg import blocked as blocked_linalg
@@ -129,12 +131,12 @@ def test_optimizer_choice() -> None:
     bobyqa = ib.lmm(case["formula"], data, optimizer="bobyqa")
     default = ib.lmm(case["formula"], data)
     assert bobyqa.n_evals == case["n_evals"]  # lme4's count, stopping rule and all
-    assert default.optimizer == "lbfgsb" and default.n_evals < case["n_evals"] / 2
+    assert default.optimizer == "lbfgsb_newton" and default.n_evals < case["n_evals"] / 2
     assert default.reml_criterion <= case["reml_criterion"] + 1e-9
     cholmod = ib.lmm(case["formula"], data, factorization="cholmod")
     assert cholmod.optimizer == "bobyqa" and cholmod.n_evals == case["n_evals"]
-    assert ib.lmm(case["formula"], data, factorization="cholmod", optimizer="lbfgsb").n_evals \
-        == default.n_evals
+    assert ib.lmm(case["formula"], data, factorization="cholmod",
+                  optimizer="lbfgsb_newton").n_evals == default.n_evals
     with pytest.raises(ValueError, match="optimizer"):
         ib.lmm(case["formula"], data, optimizer="nelder_mead")
 
@@ -233,5 +235,44 @@ def test_bobyqa_newton_at_a_bound_leaves_the_check_to_the_caller() -> None:
 
     result = minimize_bobyqa_newton(fun, np.array([1.0, 1.0]), np.zeros(2),
                                     initial_step=np.array([0.1, 0.1]))
+    assert result.x[1] == 0.0 and result.x[0] == pytest.approx(0.5, abs=1e-6)
+    assert result.hess is None
+
+
+def rotated_bowl_and_gradient(x: np.ndarray) -> tuple[float, np.ndarray]:
+    """rotated_bowl and its gradient by central differences (step 1e-7)."""
+    step = 1e-7
+    grad = np.array([(rotated_bowl(x + step * e) - rotated_bowl(x - step * e)) / (2 * step)
+                     for e in np.eye(len(x))])
+    return rotated_bowl(x), grad
+
+
+def test_lbfgsb_newton_finds_the_minimum_with_the_check_at_it() -> None:
+    """L-BFGS-B loosely, then one Newton step on forward differences of gradients: the
+    exact gradient at the returned point and that Hessian are its check."""
+    calls = []
+
+    def fun_and_grad(x: np.ndarray) -> tuple[float, np.ndarray]:
+        calls.append(np.array(x))
+        return rotated_bowl_and_gradient(x)
+
+    x0, lower = np.array([1.0, 0.9]), np.zeros(2)
+    result = minimize_lbfgsb_newton(fun_and_grad, x0, lower)
+    assert np.abs(result.x - [0.7, 0.4]).max() < 1e-6
+    assert result.n_evals == len(calls)
+    assert np.array_equal(result.grad, rotated_bowl_and_gradient(result.x)[1])
+    assert result.hess is not None and not convergence_messages(
+        result.grad, result.hess, np.ones(2, dtype=bool))
+    plain = minimize_lbfgsb(rotated_bowl_and_gradient, x0, lower)
+    assert result.fun <= plain.fun + 1e-12
+    assert result.n_evals <= plain.n_evals + 2  # L-BFGS-B to 1e-12, then the check
+
+
+def test_lbfgsb_newton_at_a_bound_goes_on_with_lbfgsb() -> None:
+    def fun_and_grad(x: np.ndarray) -> tuple[float, np.ndarray]:
+        value = float((x[0] - 0.5) ** 2 + (x[1] + 0.2) ** 2 + 0.1 * x[0] * x[1])
+        return value, np.array([2 * (x[0] - 0.5) + 0.1 * x[1], 2 * (x[1] + 0.2) + 0.1 * x[0]])
+
+    result = minimize_lbfgsb_newton(fun_and_grad, np.array([1.0, 1.0]), np.zeros(2))
     assert result.x[1] == 0.0 and result.x[0] == pytest.approx(0.5, abs=1e-6)
     assert result.hess is None

@@ -165,7 +165,7 @@ def test_doubtful_convergence_is_reported_with_lbfgsb(monkeypatch: pytest.Monkey
     model = ib.LinearMixedModel("Reaction ~ Days + (Days | Subject)",
                                 load_dataset("sleepstudy.csv"))
     with pytest.warns(ib.ConvergenceWarning):
-        model.fit()
+        model.fit(optimizer="lbfgsb")
     assert not model.converged
     assert any("evaluation limit" in m for m in model.convergence_messages)
 

@@ -30,6 +30,9 @@ POLISH_FLOOR = 1e-2
 POLISH_MAX_ROUNDS = 3
 #: The interpolated step needs well-spread points (condition of the scaled design).
 POLISH_MAX_CONDITION = 1e6
+#: L-BFGS-B's ftol before minimize_lbfgsb_newton's Newton step (InstEval: 13 calls
+#: against 17 at 1e-12, 3e-4 above the optimum).
+LBFGSB_POLISH_FTOL = 1e-8
 
 
 @dataclass
@@ -254,6 +257,50 @@ def minimize_lbfgsb(
         restarted.n_gradients += result.n_gradients + len(at_edge)
         result = restarted
     return result
+
+
+def minimize_lbfgsb_newton(
+    fun_and_grad: Callable[[np.ndarray], tuple[float, np.ndarray]],
+    x0: np.ndarray,
+    lower: np.ndarray,
+    *,
+    delta: float = CHECK_DELTA,
+) -> OptimResult:
+    """L-BFGS-B to a loose tolerance, then one Newton step on the convergence check's
+    Hessian; the check's gradient and Hessian come along.
+
+    L-BFGS-B's last calls creep along a badly scaled valley (on InstEval the
+    criterion was 3e-4 above its final value with 4 of 17 calls to go). From its
+    point at LBFGSB_POLISH_FTOL the check's Hessian (forward differences of n
+    exact gradients, which the check after L-BFGS-B computes anyway with four
+    thetas or more) gives a Newton step; the exact gradient at the point beyond
+    (one call) and that Hessian are the check there. If the step does not lower
+    the criterion or lme4's check fails there, L-BFGS-B goes on from the best
+    point to its usual tolerance, and the caller does the check.
+    """
+    loose = minimize_lbfgsb(fun_and_grad, x0, lower, ftol=LBFGSB_POLISH_FTOL)
+    calls = loose.n_evals
+    x, value, grad = loose.x, loose.fun, loose.grad
+    free = np.ones(len(x), dtype=bool)
+    if grad is not None and not np.any(x - delta < lower):
+        _, hess = gradient_difference_derivatives(fun_and_grad, x, lower, delta,
+                                                  central=False, grad_at_x=grad)
+        calls += len(x)
+        step = _newton_step(grad, hess)
+        if step is not None:
+            trial_x = np.maximum(x + step, lower)
+            trial, trial_grad = fun_and_grad(trial_x)
+            calls += 1
+            if trial < value and not convergence_messages(trial_grad, hess, free):
+                return OptimResult(trial_x, float(trial), calls, loose.status, loose.messages,
+                                   n_gradients=calls, grad=trial_grad, hess=hess)
+            if trial < value:
+                x = trial_x
+    resumed = minimize_lbfgsb(fun_and_grad, x, lower)
+    resumed.n_evals += calls
+    resumed.n_gradients += calls
+    resumed.messages = loose.messages + resumed.messages
+    return resumed
 
 
 def _lbfgsb_once(

@@ -23,6 +23,7 @@ from ..fitting.optimize import (
     minimize_bobyqa,
     minimize_bobyqa_newton,
     minimize_lbfgsb,
+    minimize_lbfgsb_newton,
 )
 from ..kernels import effects
 from ..linalg import blas_threads_for
@@ -63,7 +64,7 @@ MOMENT_START_MAX_THETAS = 2
 POLISH_MAX_THETAS = 2
 
 #: What fit(optimizer=...) accepts.
-OPTIMIZERS = ("auto", "lbfgsb", "bobyqa", "bobyqa_newton")
+OPTIMIZERS = ("auto", "lbfgsb", "lbfgsb_newton", "bobyqa", "bobyqa_newton")
 
 
 class LinearMixedModel(MixedModelBase):
@@ -169,11 +170,13 @@ class LinearMixedModel(MixedModelBase):
     ) -> LinearMixedModel:
         """Minimise the profiled criterion over theta; returns self.
 
-        ``optimizer`` is "lbfgsb" (L-BFGS-B with the exact gradient), "bobyqa"
-        (lme4's derivative-free default, with its stopping rule), "bobyqa_newton"
-        (BOBYQA to a loose tolerance, then Newton steps on the convergence check's
-        derivatives) or "auto": L-BFGS-B with the blocked factorisation; a
-        derivative-free one with CHOLMOD (whose selected inversion makes a gradient
+        ``optimizer`` is "lbfgsb" (L-BFGS-B with the exact gradient),
+        "lbfgsb_newton" (L-BFGS-B to a loose tolerance, then a Newton step on the
+        convergence check's Hessian), "bobyqa" (lme4's derivative-free default,
+        with its stopping rule), "bobyqa_newton" (BOBYQA to a loose tolerance, then
+        Newton steps on the convergence check's derivatives) or "auto":
+        "lbfgsb_newton" with the blocked factorisation; a derivative-free one with
+        CHOLMOD (whose selected inversion makes a gradient
         cost about 13 evaluations), with a dense block wider than GRADIENT_MAX_DENSE,
         or from the variance-ratio start with at most MOMENT_START_MAX_THETAS thetas
         (random intercepts on one or two crossed factors): "bobyqa_newton" with at
@@ -193,7 +196,7 @@ class LinearMixedModel(MixedModelBase):
                 )
             if optimizer == "auto":
                 optimizer = self._default_optimizer(theta0)
-            if start is None and optimizer == "lbfgsb":
+            if start is None and optimizer in ("lbfgsb", "lbfgsb_newton"):
                 ratio_start = self._variance_ratio_start()
                 theta0 = theta0 if ratio_start is None else ratio_start
             self._best_solved = None
@@ -251,7 +254,7 @@ class LinearMixedModel(MixedModelBase):
             return result.grad, result.hess
         n = len(theta)
         value_cost = 2 * n + n * (n - 1) / 2
-        if optimizer == "lbfgsb" and n * GRADIENT_COST < value_cost:
+        if optimizer in ("lbfgsb", "lbfgsb_newton") and n * GRADIENT_COST < value_cost:
             at_optimum = result.grad if np.array_equal(theta, result.x) else None
             return gradient_difference_derivatives(
                 self.objective_and_gradient, theta, self.theta_lower,
@@ -272,7 +275,7 @@ class LinearMixedModel(MixedModelBase):
             return derivative_free
         if len(theta0) <= MOMENT_START_MAX_THETAS and self._from_moment_start(theta0):
             return derivative_free
-        return "lbfgsb"
+        return "lbfgsb_newton"
 
     def _minimize(self, theta0: np.ndarray, optimizer: str) -> OptimResult:
         if optimizer == "bobyqa":
@@ -281,6 +284,8 @@ class LinearMixedModel(MixedModelBase):
         if optimizer == "bobyqa_newton":
             return minimize_bobyqa_newton(self.objective, theta0, self.theta_lower,
                                           initial_step=self._first_trust_region(theta0))
+        if optimizer == "lbfgsb_newton":
+            return minimize_lbfgsb_newton(self.objective_and_gradient, theta0, self.theta_lower)
         return minimize_lbfgsb(self.objective_and_gradient, theta0, self.theta_lower)
 
     def _first_trust_region(self, theta0: np.ndarray) -> np.ndarray | None:
