@@ -16,6 +16,8 @@ import resource
 import sys
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 started = time.perf_counter()
 
@@ -23,6 +25,8 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
 import interlace_nb  # noqa: E402
+from interlace_nb import predictor  # noqa: E402
+from interlace_nb.linalg import blocked  # noqa: E402
 
 from .simulate import simulate_crossed  # noqa: E402
 
@@ -38,7 +42,11 @@ def peak_rss_mb() -> float:
 
 
 def warm_up() -> float:
-    """Fit a tiny model so that compile / cache-load time stays out of the timings."""
+    """Fit a tiny model so that compile / cache-load time stays out of the timings.
+
+    The parallel and tiled kernels large models take are compiled (or loaded)
+    too: the same model once more on each of those paths.
+    """
     t0 = time.perf_counter()
     data = simulate_crossed(2_000, 40, 20, seed=0, sd_slope=0.3)
     with warnings.catch_warnings():
@@ -46,10 +54,28 @@ def warm_up() -> float:
         model = interlace_nb.LinearMixedModel(WARMUP_FORMULA, data, reml=True).fit()
         model.ranef()
         model.fittedvalues  # noqa: B018
+        for tiled_from in (10**9, 0):
+            with _large_model_paths(tiled_from):
+                interlace_nb.LinearMixedModel(WARMUP_FORMULA, data, reml=True).fit()
         binary = simulate_crossed(2_000, 40, 20, seed=0, response="bernoulli")
         for n_agq in (0, 1):
             interlace_nb.glmm("y ~ x + (1|s) + (1|i)", binary, family="binomial", nAGQ=n_agq)
     return time.perf_counter() - t0
+
+
+@contextmanager
+def _large_model_paths(tiled_from: int) -> Iterator[None]:
+    """Thresholds at zero: a tiny model takes the parallel kernels (the tiled ones from
+    a dense block ``tiled_from`` wide)."""
+    saved = (blocked.PARALLEL_DOWNDATE_WORK, blocked.TILED_MIN_SIZE,
+             predictor.PARALLEL_SCALE_ENTRIES)
+    blocked.PARALLEL_DOWNDATE_WORK, blocked.TILED_MIN_SIZE = -1, tiled_from
+    predictor.PARALLEL_SCALE_ENTRIES = 0
+    try:
+        yield
+    finally:
+        (blocked.PARALLEL_DOWNDATE_WORK, blocked.TILED_MIN_SIZE,
+         predictor.PARALLEL_SCALE_ENTRIES) = saved
 
 
 def measure(spec: dict) -> dict:

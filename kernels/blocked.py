@@ -49,10 +49,30 @@ def factor_first_term(indptr, indices, scaled, q1, p1, l11_out, l21_out):
     columns at rows >= q1 are written. Returns sum(log diag L11)*2, or nan
     if a block is not positive definite.
     """
-    n_levels = q1 // p1
+    return _factor_levels(indptr, scaled, p1, l11_out, l21_out, 0, q1 // p1)
+
+
+@njit(parallel=True, **NJIT_OPTIONS)
+def factor_first_term_parallel(indptr, indices, scaled, q1, p1, l11_out, l21_out, level_bounds):
+    """factor_first_term over level ranges in parallel (each level writes its own
+    blocks); the ranges' log determinants are added in range order."""
+    n_bands = level_bounds.shape[0] - 1
+    logdets = np.zeros(n_bands)
+    for band in prange(n_bands):
+        logdets[band] = _factor_levels(indptr, scaled, p1, l11_out, l21_out,
+                                       level_bounds[band], level_bounds[band + 1])
+    total = 0.0
+    for band in range(n_bands):
+        total += logdets[band]
+    return total
+
+
+@kernel
+def _factor_levels(indptr, scaled, p1, l11_out, l21_out, level_from, level_to):
+    """factor_first_term for the levels level_from <= j < level_to."""
     logdet = 0.0
     ok = True
-    for j in range(n_levels):
+    for j in range(level_from, level_to):
         c0 = j * p1
         block = l11_out[j]
         for t in range(p1):
@@ -166,9 +186,30 @@ def downdate_schur_parallel(indptr, indices, l21, q1, p1, col_bounds, schur):
 @kernel
 def forward_first_term(indptr, indices, l11, l21, q1, p1, rhs, c1_out, r2_out):
     """c1 = L11^-1 r1 blockwise and r2 -= L21 c1 (r2_out starts as rhs[q1:])."""
-    n_levels = q1 // p1
+    _forward_levels(indptr, indices, l11, l21, q1, p1, rhs, c1_out, r2_out, 0, q1 // p1)
+
+
+@njit(parallel=True, **NJIT_OPTIONS)
+def forward_first_term_parallel(indptr, indices, l11, l21, q1, p1, rhs, c1_out, r2_out,
+                                level_bounds):
+    """forward_first_term over the level ranges ``[level_bounds[b], level_bounds[b+1])``
+    in parallel. Each range subtracts its products from its own zeroed copy of r2
+    (the dense block's rows only, small); the copies are added in range order."""
+    n_bands = level_bounds.shape[0] - 1
+    parts = np.zeros((n_bands, r2_out.shape[0], r2_out.shape[1]))
+    for band in prange(n_bands):
+        _forward_levels(indptr, indices, l11, l21, q1, p1, rhs, c1_out, parts[band],
+                        level_bounds[band], level_bounds[band + 1])
+    for band in range(n_bands):
+        r2_out += parts[band]
+
+
+@kernel
+def _forward_levels(indptr, indices, l11, l21, q1, p1, rhs, c1_out, r2_out, level_from,
+                    level_to):
+    """forward_first_term for the first term's levels level_from <= j < level_to."""
     m = rhs.shape[1]
-    for j in range(n_levels):
+    for j in range(level_from, level_to):
         c0 = j * p1
         block = l11[j]
         for col in range(m):
@@ -190,9 +231,23 @@ def forward_first_term(indptr, indices, l11, l21, q1, p1, rhs, c1_out, r2_out):
 @kernel
 def backward_first_term(indptr, indices, l11, l21, q1, p1, w1, u2, u1_out):
     """u1 = L11^-T (w1 - L21' u2) blockwise."""
-    n_levels = q1 // p1
+    _backward_levels(indptr, indices, l11, l21, q1, p1, w1, u2, u1_out, 0, q1 // p1)
+
+
+@njit(parallel=True, **NJIT_OPTIONS)
+def backward_first_term_parallel(indptr, indices, l11, l21, q1, p1, w1, u2, u1_out,
+                                 level_bounds):
+    """backward_first_term over level ranges in parallel: each level writes its own rows."""
+    for band in prange(level_bounds.shape[0] - 1):
+        _backward_levels(indptr, indices, l11, l21, q1, p1, w1, u2, u1_out,
+                         level_bounds[band], level_bounds[band + 1])
+
+
+@kernel
+def _backward_levels(indptr, indices, l11, l21, q1, p1, w1, u2, u1_out, level_from, level_to):
+    """backward_first_term for the first term's levels level_from <= j < level_to."""
     m = w1.shape[1]
-    for j in range(n_levels):
+    for j in range(level_from, level_to):
         c0 = j * p1
         block = l11[j]
         first = indptr[c0] + p1

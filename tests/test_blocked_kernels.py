@@ -373,6 +373,30 @@ def check_blocked_kernels(inp: BlockedInput) -> None:
                                                   w[:q1], u2), **TOL)
     assert_allclose(lower.T @ np.vstack([u1, u2]), w, rtol=1e-10, atol=1e-10)  # u = L^-T w
 
+    # the parallel passes over level ranges: factor and backward write each level's own
+    # entries, so equal; forward sums the ranges' parts of r2 after, so to rounding
+    for bounds in sorted({tuple(balanced_column_bounds(n_levels, b)) for b in (1, 2, 3, 16)}
+                         | {(0, 0, n_levels), (0, n_levels - 1, n_levels)}):
+        level_bounds = np.array(bounds, dtype=np.int64)
+        l11_par = np.zeros_like(l11)
+        l21_par = np.full(len(inp.indices), np.nan)
+        logdet_par = blocked.factor_first_term_parallel(
+            inp.indptr, inp.indices, inp.scaled, q1, p1, l11_par, l21_par, level_bounds)
+        assert logdet_par == pytest.approx(logdet, rel=1e-13, abs=1e-13)
+        assert_array_equal(l11_par, l11)
+        assert_array_equal(np.nan_to_num(l21_par), l21)
+        c1_par = np.full((q1, 3), np.nan)
+        r2_par = rhs[q1:].copy()
+        blocked.forward_first_term_parallel(inp.indptr, inp.indices, l11, l21, q1, p1, rhs,
+                                            c1_par, r2_par, level_bounds)
+        assert_array_equal(c1_par, c1)
+        assert_allclose(r2_par, r2, rtol=1e-12, atol=1e-12)
+        u1_par = np.full((q1, 2), np.nan)
+        blocked.backward_first_term_parallel(inp.indptr, inp.indices, l11, l21, q1, p1,
+                                             np.ascontiguousarray(w[:q1]), u2, u1_par,
+                                             level_bounds)
+        assert_array_equal(u1_par, u1)
+
     # diagonal blocks of (A + I)^-1 for the first term
     s_inv = np.linalg.inv(schur) if m else np.zeros((0, 0))
     out = np.full((n_levels, p1, p1), np.nan)
@@ -476,6 +500,10 @@ def test_factor_first_term_not_positive_definite_random(formula: str, p1: int) -
         bad = BlockedInput(inp.indptr, inp.indices, scaled, inp.q1, p1, float("nan"))
         logdet, _, _ = run_factor(bad)
         assert np.isnan(logdet), f"level {level}"
+        halves = np.array([0, level + 1, inp.q1 // p1], dtype=np.int64)  # bad level in one
+        assert np.isnan(blocked.factor_first_term_parallel(
+            bad.indptr, bad.indices, scaled, inp.q1, p1, np.zeros((inp.q1 // p1, p1, p1)),
+            np.zeros(len(scaled)), halves))
         assert np.isnan(naive.factor_first_term(bad.indptr, bad.indices, scaled, inp.q1, p1)[0])
 
 

@@ -69,11 +69,13 @@ def test_gradient_matches_finite_differences(formula: str, factorization: str,
 
 @pytest.mark.parametrize("formula", [f for f, _ in FORMULAS])
 def test_tiled_kernels_in_a_model(formula: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The tiled kernels (wide dense blocks) forced on a small model with 3-wide tiles:
-    the same criterion bit for bit (same downdate), the same gradient to rounding."""
+    """The tiled kernels (wide dense blocks) forced on a small model with 3-wide tiles,
+    against the parallel level-by-level ones: the same criterion bit for bit (same
+    downdate, same parallel passes over the first term), the same gradient to
+    rounding."""
     frame = crossed_frame(3)
-    level_by_level = ib.LinearMixedModel(formula, frame)
     monkeypatch.setattr(blocked_linalg, "PARALLEL_DOWNDATE_WORK", -1)
+    level_by_level = ib.LinearMixedModel(formula, frame)
     monkeypatch.setattr(blocked_linalg, "TILED_MIN_SIZE", 0)
     monkeypatch.setattr(blocked_linalg, "TILE_SIZE", 3)
     by_tiles = ib.LinearMixedModel(formula, frame)

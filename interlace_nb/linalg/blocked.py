@@ -186,6 +186,9 @@ class BlockedCholesky:
         # level by level (rows below q1 squared)
         rows_below = rows_below_first_term(self.indptr, q1, p1)
         self._level_bounds = balanced_column_bounds(q1 // p1, n_bands, rows_below**2 + 1.0)
+        # the factor's and the solves' passes over the first term: work in proportion
+        # to its rows
+        self._solve_bounds = balanced_column_bounds(q1 // p1, n_bands, rows_below + 1.0)
         if self.tiled:
             self._tiles = TileLayout(self.indptr, self.indices, q1, p1, self.m, TILE_SIZE,
                                      n_bands)
@@ -196,9 +199,11 @@ class BlockedCholesky:
     def factor(self, data: np.ndarray) -> float:
         """Factor ``A + I``; return log det (nan when not positive definite)."""
         self._schur_inverse_cache = None
-        logdet = blocked.factor_first_term(
-            self.indptr, self.indices, data, self.q1, self.p1, self._l11, self._l21
-        )
+        arguments = (self.indptr, self.indices, data, self.q1, self.p1, self._l11, self._l21)
+        if self.parallel_downdate:
+            logdet = blocked.factor_first_term_parallel(*arguments, self._solve_bounds)
+        else:
+            logdet = blocked.factor_first_term(*arguments)
         if not np.isfinite(logdet):
             return float("nan")
         if self.m:
@@ -225,9 +230,12 @@ class BlockedCholesky:
         rhs = np.ascontiguousarray(rhs.reshape(self.q, -1))
         c = np.empty_like(rhs)
         r2 = rhs[self.q1 :].copy()
-        blocked.forward_first_term(
-            self.indptr, self.indices, self._l11, self._l21, self.q1, self.p1, rhs, c, r2
-        )
+        arguments = (self.indptr, self.indices, self._l11, self._l21, self.q1, self.p1, rhs, c,
+                     r2)
+        if self.parallel_downdate:
+            blocked.forward_first_term_parallel(*arguments, self._solve_bounds)
+        else:
+            blocked.forward_first_term(*arguments)
         if self.m:
             c[self.q1 :] = _triangular_solve(self._schur, r2, transpose=True)
         return c
@@ -241,10 +249,12 @@ class BlockedCholesky:
             u[self.q1 :] = _triangular_solve(self._schur, w[self.q1 :], transpose=False)
         u2 = np.ascontiguousarray(u[self.q1 :])
         u1 = np.empty((self.q1, w.shape[1]))
-        blocked.backward_first_term(
-            self.indptr, self.indices, self._l11, self._l21, self.q1, self.p1,
-            np.ascontiguousarray(w[: self.q1]), u2, u1,
-        )
+        arguments = (self.indptr, self.indices, self._l11, self._l21, self.q1, self.p1,
+                     np.ascontiguousarray(w[: self.q1]), u2, u1)
+        if self.parallel_downdate:
+            blocked.backward_first_term_parallel(*arguments, self._solve_bounds)
+        else:
+            blocked.backward_first_term(*arguments)
         u[: self.q1] = u1
         return u.reshape(shape)
 
