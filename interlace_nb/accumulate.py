@@ -139,6 +139,9 @@ class GramAccumulator:
         self, codes: tuple[np.ndarray, ...], z: tuple[np.ndarray, ...], weights: np.ndarray
     ) -> None:
         """Z'WZ's blocks: every row adds to its level pair's block, in row order."""
+        # one memory layout for the kernel (a strided slope column would compile
+        # another specialisation in the first fit: 1 s on InstEval with the service slope)
+        z = tuple(np.ascontiguousarray(values) for values in z)
         for (a, b), blocks in self.diagonal.items():
             gram.accumulate_pair_blocks(codes[a], z[a], z[b], weights, blocks)
         for (a, b), (keys, blocks) in self.crossed.items():
