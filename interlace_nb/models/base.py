@@ -112,6 +112,16 @@ class MixedModelBase:
         """Min, quartiles and max of ``scaled_residuals()`` (the summary's line)."""
         return np.quantile(self.scaled_residuals(), [0.0, 0.25, 0.5, 0.75, 1.0])
 
+    def _warn_if_singular(self, stacklevel: int) -> None:
+        """lme4's boundary (singular) fit message as a SingularFitWarning, if it is one."""
+        if self.singular:
+            warnings.warn(
+                "boundary (singular) fit: a variance is estimated as zero or a correlation as "
+                "+-1; see fit_stats()['singular'] and varcorr()",
+                SingularFitWarning,
+                stacklevel=stacklevel + 1,
+            )
+
     def _report_design(self) -> str:
         """Warn about dropped rank-deficient columns; the summary's note on missing rows."""
         d = self.design

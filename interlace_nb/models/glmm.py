@@ -38,7 +38,6 @@ from .base import (
     SINGULAR_TOLERANCE,
     ConvergenceWarning,
     MixedModelBase,
-    SingularFitWarning,
     collector_paused,
 )
 
@@ -329,13 +328,7 @@ class GeneralizedLinearMixedModel(MixedModelBase):
             if separation:
                 warnings.warn(separation, ConvergenceWarning, stacklevel=_stacklevel)
                 self.convergence_messages.append(separation)
-            if self.singular:
-                warnings.warn(
-                    "boundary (singular) fit: a variance is estimated as zero or a correlation as "
-                    "+-1; see fit_stats()['singular'] and varcorr()",
-                    SingularFitWarning,
-                    stacklevel=_stacklevel,
-                )
+            self._warn_if_singular(_stacklevel)
             return self
 
     def _first_stage(

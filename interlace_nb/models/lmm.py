@@ -33,7 +33,6 @@ from .base import (
     SINGULAR_TOLERANCE,
     ConvergenceWarning,
     MixedModelBase,
-    SingularFitWarning,
     collector_paused,
 )
 
@@ -227,13 +226,7 @@ class LinearMixedModel(MixedModelBase):
             self.fit_seconds = time.perf_counter() - started
             for message in messages:
                 warnings.warn(message, ConvergenceWarning, stacklevel=_stacklevel)
-            if self.singular:
-                warnings.warn(
-                    "boundary (singular) fit: a variance is estimated as zero or a correlation as "
-                    "+-1; see fit_stats()['singular'] and varcorr()",
-                    SingularFitWarning,
-                    stacklevel=_stacklevel,
-                )
+            self._warn_if_singular(_stacklevel)
             self.__dict__.pop("_conditional_variances", None)
             self.__dict__.pop("_scaled_residual_quantiles", None)
             return self
