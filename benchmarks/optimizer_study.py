@@ -6,7 +6,9 @@ Counts are deterministic, so this measures counts, not times:
     python -m benchmarks.optimizer_study crossed_100k,insteval
 
 Methods: ``bobyqa`` (lme4's set-up), ``newuoa`` (unconstrained, then rectified as
-MixedModels.jl does), ``lbfgsb`` (L-BFGS-B with the exact gradient). Each row gives
+MixedModels.jl does), ``lbfgsb`` (L-BFGS-B with the exact gradient), ``ai_newton``
+(Newton steps on the average information, then one on the check's Hessian; its
+count includes the check's gradients). Each row gives
 function and gradient evaluations, the criterion minus the reference one and the
 largest |theta - theta_ref| (reference: lme4 for the test cases; lme4's criterion
 and our BOBYQA theta for the benchmarks).
@@ -23,7 +25,12 @@ import numpy as np
 
 import interlace_nb as ib
 from interlace_nb.fitting.gradient import criterion_and_gradient
-from interlace_nb.fitting.optimize import minimize_bobyqa, minimize_lbfgsb, minimize_newuoa
+from interlace_nb.fitting.optimize import (
+    minimize_ai_newton,
+    minimize_bobyqa,
+    minimize_lbfgsb,
+    minimize_newuoa,
+)
 
 #: lme4's criterion on the benchmark problems (benchmarks/results, lme4 1.1.31).
 LME4_BENCH = {
@@ -33,7 +40,7 @@ LME4_BENCH = {
     "insteval_service": (237658.609452955, 158),
 }
 
-METHODS = ("bobyqa", "newuoa", "lbfgsb")
+METHODS = ("bobyqa", "newuoa", "lbfgsb", "ai_newton")
 
 
 def run(model: ib.LinearMixedModel, method: str) -> tuple[np.ndarray, float, int, int, str]:
@@ -43,6 +50,9 @@ def run(model: ib.LinearMixedModel, method: str) -> tuple[np.ndarray, float, int
         result = minimize_bobyqa(model.objective, theta0, lower)
     elif method == "newuoa":
         result = minimize_newuoa(model.objective, theta0, [t.size for t in model.terms])
+    elif method == "ai_newton":
+        result = minimize_ai_newton(model.objective_gradient_information,
+                                    model.objective_and_gradient, theta0, lower)
     else:
         result = minimize_lbfgsb(
             lambda t: criterion_and_gradient(model.predictor, t, model.reml), theta0, lower

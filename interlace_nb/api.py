@@ -41,12 +41,13 @@ def lmm(
     and offset must then be column names, and transforms that need all rows
     (``scale()``, ``center()``, ``poly()``, splines) are refused.
 
-    ``optimizer`` is "lbfgsb" (L-BFGS-B with the exact gradient of the
-    criterion: about a third of lme4's evaluations), "lbfgsb_newton" (the same
-    to a loose tolerance, then a Newton step on the convergence check's
-    Hessian), "bobyqa" (lme4's optimiser and stopping rule: lme4's
-    evaluations), "bobyqa_newton" (BOBYQA loosely, then Newton steps) or
-    "auto" (the default; LinearMixedModel.fit says which it takes when).
+    ``optimizer`` is "ai_newton" (Newton steps on the average-information
+    matrix with the exact gradient of the criterion, then one on the
+    convergence check's Hessian: about a fifth of lme4's evaluations, the
+    check's included), "lbfgsb" (L-BFGS-B with the exact gradient),
+    "bobyqa" (lme4's optimiser and stopping rule: lme4's evaluations),
+    "bobyqa_newton" (BOBYQA loosely, then Newton steps) or "auto" (the
+    default; LinearMixedModel.fit says which it takes when).
     """
     model = LinearMixedModel(
         formula, data, reml=reml, weights=weights, offset=offset, na_action=na_action,

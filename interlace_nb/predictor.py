@@ -493,6 +493,17 @@ class Predictor:
         )
         return out.reshape(u.shape)
 
+    def lambda_t_times(self, values: np.ndarray) -> np.ndarray:
+        """Lambda' values for the current theta (q rows, any columns)."""
+        lay = self.layout
+        dense = np.ascontiguousarray(values.reshape(lay.q, -1), dtype=float)
+        out = np.empty_like(dense)
+        lambda_ops.lambda_t_times(
+            dense, lay.col_block_start, lay.col_pos, lay.col_block_size, lay.col_t_offset,
+            self.t_flat, out,
+        )
+        return out.reshape(values.shape)
+
     def relative_covariances(self) -> list[np.ndarray]:
         """T_k T_k' for each term: covariance of its effects in units of sigma^2."""
         out = []

@@ -12,9 +12,13 @@ from numpy.testing import assert_allclose
 from test_blocked_kernels import FORMULAS, crossed_frame, random_theta
 
 import interlace_nb as ib
+from interlace_nb.fitting.gradient import average_information
+from interlace_nb.fitting.lmm import solve_at
 from interlace_nb.fitting.optimize import (
     convergence_messages,
     finite_difference_derivatives,
+    gradient_difference_derivatives,
+    minimize_ai_newton,
     minimize_bobyqa,
     minimize_bobyqa_newton,
     minimize_lbfgsb,
@@ -133,12 +137,12 @@ def test_optimizer_choice() -> None:
     bobyqa = ib.lmm(case["formula"], data, optimizer="bobyqa")
     default = ib.lmm(case["formula"], data)
     assert bobyqa.n_evals == case["n_evals"]  # lme4's count, stopping rule and all
-    assert default.optimizer == "lbfgsb_newton" and default.n_evals < case["n_evals"] / 2
+    assert default.optimizer == "ai_newton" and default.n_evals < case["n_evals"] / 4
     assert default.reml_criterion <= case["reml_criterion"] + 1e-9
     cholmod = ib.lmm(case["formula"], data, factorization="cholmod")
     assert cholmod.optimizer == "bobyqa" and cholmod.n_evals == case["n_evals"]
     assert ib.lmm(case["formula"], data, factorization="cholmod",
-                  optimizer="lbfgsb_newton").n_evals == default.n_evals
+                  optimizer="ai_newton").n_evals == default.n_evals
     with pytest.raises(ValueError, match="optimizer"):
         ib.lmm(case["formula"], data, optimizer="nelder_mead")
 
@@ -278,3 +282,80 @@ def test_lbfgsb_newton_at_a_bound_goes_on_with_lbfgsb() -> None:
     result = minimize_lbfgsb_newton(fun_and_grad, np.array([1.0, 1.0]), np.zeros(2))
     assert result.x[1] == 0.0 and result.x[0] == pytest.approx(0.5, abs=1e-6)
     assert result.hess is None
+
+
+@pytest.mark.parametrize("name", ["penicillin_reml", "sleepstudy_corr_ml", "synth_weights_reml"])
+def test_average_information_is_the_hessian_near_the_optimum(name: str) -> None:
+    """At lme4's optimum the average information is within a few percent of the
+    Hessian (forward differences of the exact gradient); away from it it stays
+    symmetric and positive definite."""
+    case = load_reference_cases()[name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = ib.LinearMixedModel(
+            case["formula"], load_dataset(case["data"]), reml=case["reml"],
+            weights=case["weights"], offset=case["offset"],
+        )
+    optimum = np.array(case["theta"])
+    _, hess = gradient_difference_derivatives(model.objective_and_gradient, optimum,
+                                              model.theta_lower, central=True)
+    info = average_information(model.predictor, solve_at(model.predictor, optimum,
+                                                         model.reml), model.reml)
+    assert np.abs(info - hess).max() < 0.05 * np.abs(hess).max()
+    away = optimum * 1.5 + 0.1
+    far_info = model.objective_gradient_information(away)[2]
+    assert_allclose(far_info, far_info.T)
+    assert np.linalg.eigvalsh(far_info).min() > 0
+
+
+def rotated_bowl_information(x: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """rotated_bowl, its gradient and a Hessian off by 20% on the diagonal."""
+    value, grad = rotated_bowl_and_gradient(x)
+    _, hess = gradient_difference_derivatives(rotated_bowl_and_gradient, x, np.full(2, -np.inf),
+                                              1e-5, central=True, grad_at_x=grad)
+    return value, grad, hess * np.array([[1.2, 1.0], [1.0, 0.8]])
+
+
+def test_ai_newton_finds_the_minimum_with_the_check_at_it() -> None:
+    """Newton steps on an approximate Hessian, then one on the check's: the exact
+    gradient at the returned point and the check's Hessian come with it."""
+    result = minimize_ai_newton(rotated_bowl_information, rotated_bowl_and_gradient,
+                                np.array([1.0, 0.9]), np.zeros(2))
+    assert np.abs(result.x - [0.7, 0.4]).max() < 1e-6
+    assert result.hess is not None and not convergence_messages(
+        result.grad, result.hess, np.ones(2, dtype=bool))
+    plain = minimize_lbfgsb(rotated_bowl_and_gradient, np.array([1.0, 0.9]), np.zeros(2))
+    assert result.fun <= plain.fun + 1e-12
+    assert result.n_evals < plain.n_evals
+
+
+def test_ai_newton_hands_a_bound_optimum_to_lbfgsb() -> None:
+    """A theta held back by its bound twice running (the optimum is on it): L-BFGS-B
+    takes over and ends on the bound; the check is left to the caller."""
+    def fun_grad_info(x: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        value = float((x[0] - 0.5) ** 2 + (x[1] + 0.2) ** 2 + 0.1 * x[0] * x[1])
+        grad = np.array([2 * (x[0] - 0.5) + 0.1 * x[1], 2 * (x[1] + 0.2) + 0.1 * x[0]])
+        return value, grad, np.array([[2.0, 0.1], [0.1, 2.0]])
+
+    calls = []
+
+    def fun_and_grad(x: np.ndarray) -> tuple[float, np.ndarray]:
+        calls.append(x)
+        return fun_grad_info(x)[:2]
+
+    result = minimize_ai_newton(fun_grad_info, fun_and_grad, np.array([1.0, 1.0]), np.zeros(2))
+    assert calls
+    assert result.x[1] == 0.0 and result.x[0] == pytest.approx(0.5, abs=1e-6)
+    assert result.hess is None
+
+
+def test_ai_newton_starting_on_a_bound_is_lbfgsb() -> None:
+    """A start with a diagonal theta at 0 (where the average information is singular)
+    goes to L-BFGS-B, whose edge probe moves it off."""
+    case = load_reference_cases()["sleepstudy_corr_reml"]
+    model = ib.LinearMixedModel(case["formula"], load_dataset("sleepstudy.csv"))
+    start = model.default_start()
+    start[0] = 0.0
+    model.fit(start=start, optimizer="ai_newton")
+    assert model.theta[0] > 0.5
+    assert model.reml_criterion <= case["reml_criterion"] + 1e-9

@@ -15,11 +15,26 @@ pattern, which both factorisations give by selected inversion (blocked: the
 dense Schur inverse plus one pass over the first term's columns; CHOLMOD:
 Takahashi on the factor); one more pass over the pattern contracts it with
 the derivatives of Lambda'G Lambda in every entry of the T blocks.
+
+The average information (AI-REML's matrix, as in ASReml) approximates the
+criterion's Hessian from the same solution at the cost of one forward solve
+with n_theta columns. With V = sigma^2 H, H = W^-1 + Z Lambda Lambda'Z',
+H_k = Z(dLambda_k Lambda' + Lambda dLambda_k')Z', e = P_H y the weighted
+residual, s_k = e'H_k e = -d pwrss and Q_kl = (H_k e)'P_H(H_l e):
+
+    AI_kl = dof (Q_kl / pwrss - s_k s_l / pwrss^2)
+
+(twice the average information of the variance parameters, with sigma^2
+profiled out). H_k e = Z a_k with a_k = dLambda_k u + Lambda dLambda_k' Z'We, so
+Q needs only Gram products and L^-1 Lambda'G a_k. It is positive
+semi-definite, and equals the Hessian in expectation; at the optimum the terms
+it leaves out vanish for scalar terms (the criterion is homogeneous in each).
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy.linalg import solve_triangular
 
 from ..predictor import Predictor
 from .lmm import LmmSolution, solve_at
@@ -33,6 +48,26 @@ def theta_positions(predictor: Predictor) -> list[tuple[int, int, int]]:
             for row in range(col, term.size):
                 positions.append((k, row, col))
     return positions
+
+
+def _theta_rows(predictor: Predictor) -> list[tuple[slice, slice]]:
+    """Per theta entry (T's row i, column j): the rows of u that are i and j in
+    every level block of its term (dLambda_k maps u[rows_j] to rows_i)."""
+    lay = predictor.layout
+    rows = []
+    for k, row, col in theta_positions(predictor):
+        size = int(lay.term_size[k])
+        start = int(lay.term_col_offset[k])
+        stop = start + size * predictor.terms[k].n_levels
+        rows.append((slice(start + row, stop, size), slice(start + col, stop, size)))
+    return rows
+
+
+def _z_residual(predictor: Predictor, solution: LmmSolution) -> np.ndarray:
+    """Z'W(y - X beta - Z Lambda u) at the solution, from the Gram blocks."""
+    gram = predictor.gram
+    return (gram.zty - gram.ztx @ solution.beta
+            - gram.ztz @ predictor.lambda_times(solution.u))
 
 
 def criterion_and_gradient(
@@ -52,24 +87,20 @@ def gradient_at(predictor: Predictor, solution: LmmSolution, reml: bool) -> np.n
     gram, lay = predictor.gram, predictor.layout
     n, p = gram.n, gram.xtx.shape[0]
     dof = n - p if reml else n
-    ztz = gram.ztz
-    u, beta = solution.u, solution.beta
-    z_resid = gram.zty - gram.ztx @ beta - ztz @ predictor.lambda_times(u)
+    u = solution.u
+    z_resid = _z_residual(predictor, solution)
     if reml and p:
-        f = predictor.scaled_rhs[:, :p]
-        v = predictor.system.backward(predictor.system.forward(f))
+        v = predictor.system.backward(np.ascontiguousarray(solution.half[:, :p]))
         rx_inv = np.linalg.inv(solution.rx)
         k_mat = v @ (rx_inv @ rx_inv.T)
-        g_lambda_k = ztz @ predictor.lambda_times(k_mat)
+        g_lambda_k = gram.ztz @ predictor.lambda_times(k_mat)
     d_t_flat = predictor.scaled_gram_gradient(predictor.system.inverse_on_pattern())
     grad = np.zeros(len(theta))
-    for idx, (k, row, col) in enumerate(theta_positions(predictor)):
+    for idx, ((k, row, col), (rows_i, rows_j)) in enumerate(
+        zip(theta_positions(predictor), _theta_rows(predictor), strict=True)
+    ):
         size = int(lay.term_size[k])
         d_logdet = float(d_t_flat[int(lay.term_t_offset[k]) + row * size + col])
-        start = int(lay.term_col_offset[k])
-        stop = start + size * predictor.terms[k].n_levels
-        rows_i = slice(start + row, stop, size)
-        rows_j = slice(start + col, stop, size)
         d_pwrss = -2.0 * float(z_resid[rows_i] @ u[rows_j])
         value = d_logdet + dof * d_pwrss / solution.pwrss
         if reml and p:
@@ -77,3 +108,35 @@ def gradient_at(predictor: Predictor, solution: LmmSolution, reml: bool) -> np.n
             value += 2.0 * float(np.sum(g_lambda_k[rows_i] * v[rows_j]))
         grad[idx] = value
     return grad
+
+
+def average_information(predictor: Predictor, solution: LmmSolution, reml: bool) -> np.ndarray:
+    """The average-information approximation of the criterion's Hessian in theta
+    (formula above; nan when the criterion is not finite)."""
+    n_theta = len(predictor.theta)
+    if not np.isfinite(solution.objective):
+        return np.full((n_theta, n_theta), np.nan)
+    gram = predictor.gram
+    n, p = gram.n, gram.xtx.shape[0]
+    dof = n - p if reml else n
+    u = solution.u
+    z_resid = _z_residual(predictor, solution)
+    q = predictor.layout.q
+    d_lambda_u = np.zeros((q, n_theta))
+    d_lambda_t_z = np.zeros((q, n_theta))
+    s = np.empty(n_theta)
+    for idx, (rows_i, rows_j) in enumerate(_theta_rows(predictor)):
+        d_lambda_u[rows_i, idx] += u[rows_j]
+        d_lambda_t_z[rows_j, idx] += z_resid[rows_i]
+        s[idx] = 2.0 * float(z_resid[rows_i] @ u[rows_j])
+    a = d_lambda_u + predictor.lambda_times(d_lambda_t_z)
+    g_a = np.asarray(gram.ztz @ a)
+    f = predictor.system.forward(predictor.lambda_t_times(g_a))
+    q_mat = a.T @ g_a - f.T @ f
+    if p:
+        x_cross = gram.ztx.T @ a - solution.half[:, :p].T @ f
+        z = solve_triangular(solution.rx, x_cross, trans="T", lower=False)
+        q_mat -= z.T @ z
+    pwrss = solution.pwrss
+    info = dof * (q_mat / pwrss - np.outer(s, s) / pwrss**2)
+    return (info + info.T) / 2.0

@@ -31,6 +31,8 @@ class LmmSolution:
     ld_l2: float
     ld_rx2: float
     rx: np.ndarray
+    #: L^-1 (Lambda'Z'WX, Lambda'Z'Wy), which the gradient and the information reuse
+    half: np.ndarray
 
     def sigma2(self, n: int, p: int, reml: bool) -> float:
         """The profiled residual variance at this theta."""
@@ -66,7 +68,7 @@ def solve_at(predictor: Predictor, theta: np.ndarray, reml: bool) -> LmmSolution
         return _failed(p, q)
     u = predictor.system.backward(half[:, p] - half[:, :p] @ beta)
     objective = profiled_criterion(ld_l2, ld_rx2, pwrss, n, p, gram.sum_log_weights, reml)
-    return LmmSolution(objective, beta, u, float(pwrss), ld_l2, ld_rx2, rx)
+    return LmmSolution(objective, beta, u, float(pwrss), ld_l2, ld_rx2, rx, half)
 
 
 def profiled_criterion(
@@ -80,7 +82,7 @@ def profiled_criterion(
 
 def _failed(p: int, q: int) -> LmmSolution:
     return LmmSolution(np.inf, np.full(p, np.nan), np.full(q, np.nan), np.nan, np.nan, np.nan,
-                       np.full((p, p), np.nan))
+                       np.full((p, p), np.nan), np.full((q, p + 1), np.nan))
 
 
 def objective_at(predictor: Predictor, theta: np.ndarray, reml: bool) -> float:

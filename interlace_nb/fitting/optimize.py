@@ -1,7 +1,8 @@
 """Minimisers of the profiled criterion over theta, and lme4's convergence checks.
 
 BOBYQA (NLopt, lme4's default and stopping rule), NEWUOA without bounds then
-rectified (MixedModels.jl's idea), and L-BFGS-B with an exact gradient (SciPy).
+rectified (MixedModels.jl's idea), L-BFGS-B with an exact gradient (SciPy), and
+Newton steps on the average information (AI-REML's matrix) with an exact gradient.
 """
 
 from __future__ import annotations
@@ -33,6 +34,13 @@ POLISH_MAX_CONDITION = 1e6
 #: L-BFGS-B's ftol before minimize_lbfgsb_newton's Newton step (InstEval: 13 calls
 #: against 17 at 1e-12, 3e-4 above the optimum).
 LBFGSB_POLISH_FTOL = 1e-8
+#: minimize_ai_newton hands over to the check's Newton step once a step promises a
+#: decrease below this.
+AI_NEWTON_TOL = 1e-4
+AI_NEWTON_MAX_STEPS = 30
+AI_NEWTON_MAX_HALVINGS = 10
+#: An average-information step goes at most this fraction of the way to a bound.
+TO_BOUND_FRACTION = 0.5
 
 
 @dataclass
@@ -271,14 +279,88 @@ def minimize_lbfgsb_newton(
 
     L-BFGS-B's last calls creep along a badly scaled valley (on InstEval the
     criterion was 3e-4 above its final value with 4 of 17 calls to go). From its
-    point at LBFGSB_POLISH_FTOL the check's Hessian (forward differences of n
-    exact gradients, which the check after L-BFGS-B computes anyway with four
-    thetas or more) gives a Newton step; the exact gradient at the point beyond
-    (one call) and that Hessian are the check there. If the step does not lower
-    the criterion or lme4's check fails there, L-BFGS-B goes on from the best
-    point to its usual tolerance, and the caller does the check.
+    point at LBFGSB_POLISH_FTOL, _checked_newton_step finishes; if that fails,
+    L-BFGS-B goes on from the best point to its usual tolerance, and the caller
+    does the check.
     """
     loose = minimize_lbfgsb(fun_and_grad, x0, lower, ftol=LBFGSB_POLISH_FTOL)
+    return _finish_with_checked_newton(fun_and_grad, loose, lower, delta)
+
+
+def minimize_ai_newton(
+    fun_grad_info: Callable[[np.ndarray], tuple[float, np.ndarray, np.ndarray]],
+    fun_and_grad: Callable[[np.ndarray], tuple[float, np.ndarray]],
+    x0: np.ndarray,
+    lower: np.ndarray,
+    *,
+    delta: float = CHECK_DELTA,
+) -> OptimResult:
+    """Newton steps on an approximate Hessian (the average information), then one on
+    the convergence check's Hessian; the check's gradient and Hessian come along.
+
+    ``fun_grad_info`` gives the value, the exact gradient and a positive
+    semi-definite approximation of the Hessian. Each step solves with it on all
+    thetas, goes at most TO_BOUND_FRACTION of the way to a bound, and is halved
+    until the value drops. Once a step promises less than AI_NEWTON_TOL,
+    _checked_newton_step finishes. L-BFGS-B (minimize_lbfgsb_newton) takes over from
+    the best point when a theta starts at its bound, one is held back by its bound
+    twice running (the optimum is likely on it), the approximation is singular, or
+    halving fails.
+    """
+    x = np.array(x0, dtype=float)
+    calls = 0
+    if np.all(x > lower):
+        value, grad, info = fun_grad_info(x)
+        calls = 1
+        held_back = np.zeros(len(x), dtype=bool)
+        for _ in range(AI_NEWTON_MAX_STEPS):
+            if not np.isfinite(value):
+                break
+            step = _newton_step(grad, info)
+            if step is None:
+                break
+            if -0.5 * float(grad @ step) < AI_NEWTON_TOL:
+                start = OptimResult(x, value, calls, "success", n_gradients=calls, grad=grad)
+                return _finish_with_checked_newton(fun_and_grad, start, lower, delta)
+            to_bound = np.full(len(x), np.inf)
+            heading = step < 0
+            to_bound[heading] = (x[heading] - lower[heading]) / -step[heading]
+            limited = to_bound < 1.0
+            if (limited & held_back).any():
+                break
+            held_back = limited
+            length = min(1.0, TO_BOUND_FRACTION * float(to_bound.min()))
+            accepted = False
+            for _ in range(AI_NEWTON_MAX_HALVINGS):
+                trial_x = x + length * step
+                trial, trial_grad, trial_info = fun_grad_info(trial_x)
+                calls += 1
+                if trial < value:
+                    x, value, grad, info = trial_x, trial, trial_grad, trial_info
+                    accepted = True
+                    break
+                length /= 2.0
+            if not accepted:
+                break
+    resumed = minimize_lbfgsb_newton(fun_and_grad, x, lower, delta=delta)
+    resumed.n_evals += calls
+    resumed.n_gradients += calls
+    return resumed
+
+
+def _finish_with_checked_newton(
+    fun_and_grad: Callable[[np.ndarray], tuple[float, np.ndarray]],
+    loose: OptimResult,
+    lower: np.ndarray,
+    delta: float,
+) -> OptimResult:
+    """From ``loose`` (a point near the optimum with its exact gradient): the check's
+    Hessian (forward differences of n exact gradients, which the check computes
+    anyway with four thetas or more) gives a Newton step; the exact gradient at the
+    point beyond (one call) and that Hessian are the check there. If the step does
+    not lower the criterion or lme4's check fails there, L-BFGS-B goes on from the
+    best point to its usual tolerance, and the caller does the check.
+    """
     calls = loose.n_evals
     x, value, grad = loose.x, loose.fun, loose.grad
     free = np.ones(len(x), dtype=bool)

@@ -13,17 +13,17 @@ import polars as pl
 from .. import results
 from ..accumulate import accumulate_in_memory
 from ..design import Design, build_design
-from ..fitting.gradient import gradient_at
+from ..fitting.gradient import average_information, gradient_at
 from ..fitting.lmm import LmmSolution, profiled_criterion, solve_at
 from ..fitting.optimize import (
     OptimResult,
     convergence_messages,
     finite_difference_derivatives,
     gradient_difference_derivatives,
+    minimize_ai_newton,
     minimize_bobyqa,
     minimize_bobyqa_newton,
     minimize_lbfgsb,
-    minimize_lbfgsb_newton,
 )
 from ..kernels import effects
 from ..linalg import blas_threads_for
@@ -40,10 +40,11 @@ from .base import (
 #: optimiser study, docs/design.md; about 3 on B2 and B3).
 GRADIENT_COST = 3.0
 
-#: Widest dense block for which "auto" takes L-BFGS-B. The gradient needs S^-1, 8 m^2
-#: bytes more, and its selected inverse reads every first-term level's pairs of rows
-#: in it: on B5 (16,000 wide) a value took about 45 s and a value with gradient about
-#: 150 s, 2 GB more (11.4 against 6.0 GB peak), so BOBYQA's values cost less.
+#: Widest dense block for which "auto" takes a gradient optimiser. The gradient needs
+#: S^-1, 8 m^2 bytes more, and its selected inverse reads every first-term level's
+#: pairs of rows in it: on B5 (16,000 wide) a value took about 45 s and a value with
+#: gradient about 150 s, 2 GB more (11.4 against 6.0 GB peak), so BOBYQA's values
+#: cost less.
 GRADIENT_MAX_DENSE = 8000
 
 
@@ -52,18 +53,15 @@ GRADIENT_MAX_DENSE = 8000
 #: took 46 values, from 0.1 20 (docs/design.md, "Optimiser").
 MOMENT_START_STEP = 0.1
 MOMENT_START_FLOOR = 0.1
-#: From that start with at most this many thetas "auto" takes BOBYQA: 21 values plus
-#: 5 for the check against 10 L-BFGS-B calls (about 3 values each) plus 5 on B2, 4.25
-#: against 5.60 s; B3 17.8 against 22.6 s, B4 9.3 against 10.4 s. With three
-#: (InstEval) L-BFGS-B was ahead, 1.92 against 2.07 s.
-MOMENT_START_MAX_THETAS = 2
 
 #: With at most this many thetas "auto" ends BOBYQA early and polishes by Newton steps
 #: on the convergence check's derivatives (fitting/optimize.py, minimize_bobyqa_newton).
 POLISH_MAX_THETAS = 2
 
+#: Optimisers that use the exact gradient (and start from the variance-ratio start).
+GRADIENT_OPTIMIZERS = ("ai_newton", "lbfgsb")
 #: What fit(optimizer=...) accepts.
-OPTIMIZERS = ("auto", "lbfgsb", "lbfgsb_newton", "bobyqa", "bobyqa_newton")
+OPTIMIZERS = ("auto", "ai_newton", "lbfgsb", "bobyqa", "bobyqa_newton")
 
 
 class LinearMixedModel(MixedModelBase):
@@ -149,6 +147,15 @@ class LinearMixedModel(MixedModelBase):
         solution = self._solve(theta)
         return solution.objective, gradient_at(self.predictor, solution, self.reml)
 
+    def objective_gradient_information(
+        self, theta: np.ndarray
+    ) -> tuple[float, np.ndarray, np.ndarray]:
+        """The criterion at ``theta``, its exact gradient and the average information
+        (a positive semi-definite approximation of its Hessian)."""
+        solution = self._solve(theta)
+        return (solution.objective, gradient_at(self.predictor, solution, self.reml),
+                average_information(self.predictor, solution, self.reml))
+
     def _solve(self, theta: np.ndarray) -> LmmSolution:
         """solve_at, keeping the lowest criterion's solution (fit() then needs no
         factorisation more at the optimum)."""
@@ -169,17 +176,16 @@ class LinearMixedModel(MixedModelBase):
     ) -> LinearMixedModel:
         """Minimise the profiled criterion over theta; returns self.
 
-        ``optimizer`` is "lbfgsb" (L-BFGS-B with the exact gradient),
-        "lbfgsb_newton" (L-BFGS-B to a loose tolerance, then a Newton step on the
-        convergence check's Hessian), "bobyqa" (lme4's derivative-free default,
-        with its stopping rule), "bobyqa_newton" (BOBYQA to a loose tolerance, then
-        Newton steps on the convergence check's derivatives) or "auto":
-        "lbfgsb_newton" with the blocked factorisation; a derivative-free one with
-        CHOLMOD (whose selected inversion makes a gradient
-        cost about 13 evaluations), with a dense block wider than GRADIENT_MAX_DENSE,
-        or from the variance-ratio start with at most MOMENT_START_MAX_THETAS thetas
-        (random intercepts on one or two crossed factors): "bobyqa_newton" with at
-        most POLISH_MAX_THETAS thetas, "bobyqa" with more.
+        ``optimizer`` is "ai_newton" (Newton steps on the average information with
+        the exact gradient, then one on the convergence check's Hessian),
+        "lbfgsb" (L-BFGS-B with the exact gradient), "bobyqa" (lme4's
+        derivative-free default, with its stopping rule), "bobyqa_newton" (BOBYQA
+        to a loose tolerance, then Newton steps on the convergence check's
+        derivatives) or "auto": "ai_newton" with the blocked factorisation; a
+        derivative-free one with CHOLMOD (whose selected inversion makes a gradient
+        cost about 13 evaluations) or with a dense block wider than
+        GRADIENT_MAX_DENSE: "bobyqa_newton" with at most POLISH_MAX_THETAS thetas,
+        "bobyqa" with more.
         Doubtful convergence (lme4's gradient and Hessian checks) raises a
         ConvergenceWarning, a boundary fit a SingularFitWarning.
         """
@@ -195,7 +201,7 @@ class LinearMixedModel(MixedModelBase):
                 )
             if optimizer == "auto":
                 optimizer = self._default_optimizer(theta0)
-            if start is None and optimizer in ("lbfgsb", "lbfgsb_newton"):
+            if start is None and optimizer in GRADIENT_OPTIMIZERS:
                 ratio_start = self._variance_ratio_start
                 theta0 = theta0 if ratio_start is None else ratio_start.copy()
             self._best_solved = None
@@ -247,7 +253,7 @@ class LinearMixedModel(MixedModelBase):
             return result.grad, result.hess
         n = len(theta)
         value_cost = 2 * n + n * (n - 1) / 2
-        if optimizer in ("lbfgsb", "lbfgsb_newton") and n * GRADIENT_COST < value_cost:
+        if optimizer in GRADIENT_OPTIMIZERS and n * GRADIENT_COST < value_cost:
             at_optimum = result.grad if np.array_equal(theta, result.x) else None
             return gradient_difference_derivatives(
                 self.objective_and_gradient, theta, self.theta_lower,
@@ -259,16 +265,12 @@ class LinearMixedModel(MixedModelBase):
         )
 
     def _default_optimizer(self, theta0: np.ndarray) -> str:
-        """L-BFGS-B with the blocked factorisation while its dense block is at most
-        GRADIENT_MAX_DENSE wide, except from the variance-ratio start with at most
-        MOMENT_START_MAX_THETAS thetas; BOBYQA otherwise (see the constants)."""
+        """Average-information Newton with the blocked factorisation while its dense
+        block is at most GRADIENT_MAX_DENSE wide; BOBYQA otherwise (see the constants)."""
         pred = self.predictor
-        derivative_free = "bobyqa_newton" if len(theta0) <= POLISH_MAX_THETAS else "bobyqa"
-        if pred.factorization != "blocked" or pred.dense_size > GRADIENT_MAX_DENSE:
-            return derivative_free
-        if len(theta0) <= MOMENT_START_MAX_THETAS and self._from_moment_start(theta0):
-            return derivative_free
-        return "lbfgsb_newton"
+        if pred.factorization == "blocked" and pred.dense_size <= GRADIENT_MAX_DENSE:
+            return "ai_newton"
+        return "bobyqa_newton" if len(theta0) <= POLISH_MAX_THETAS else "bobyqa"
 
     def _minimize(self, theta0: np.ndarray, optimizer: str) -> OptimResult:
         if optimizer == "bobyqa":
@@ -277,8 +279,9 @@ class LinearMixedModel(MixedModelBase):
         if optimizer == "bobyqa_newton":
             return minimize_bobyqa_newton(self.objective, theta0, self.theta_lower,
                                           initial_step=self._first_trust_region(theta0))
-        if optimizer == "lbfgsb_newton":
-            return minimize_lbfgsb_newton(self.objective_and_gradient, theta0, self.theta_lower)
+        if optimizer == "ai_newton":
+            return minimize_ai_newton(self.objective_gradient_information,
+                                      self.objective_and_gradient, theta0, self.theta_lower)
         return minimize_lbfgsb(self.objective_and_gradient, theta0, self.theta_lower)
 
     def _first_trust_region(self, theta0: np.ndarray) -> np.ndarray | None:
