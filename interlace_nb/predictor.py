@@ -476,10 +476,14 @@ class Predictor:
         """
         lay = self.layout
         out = np.empty(lay.t_flat_size)
-        lambda_ops.scale_sparse_gram_gradient(
+        arguments = (
             self._indptr, self._indices, self._ztz_data, lay.col_block_start, lay.col_pos,
             lay.col_block_size, lay.col_t_offset, self.t_flat, weights, out,
         )
+        if self._scale_bands is None:
+            lambda_ops.scale_sparse_gram_gradient(*arguments)
+        else:
+            lambda_ops.scale_sparse_gram_gradient_parallel(*arguments, self._scale_bands)
         return out
 
     def lambda_times(self, u: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ starts in the flat, row-major ``t_flat``).
 """
 
 
+import numpy as np
 from numba import njit, prange
 
 from .config import NJIT_OPTIONS, kernel
@@ -93,8 +94,34 @@ def scale_sparse_gram_gradient(indptr, indices, gram_data, col_block_start, col_
     """
     for e in range(grad_out.shape[0]):
         grad_out[e] = 0.0
-    n_cols = indptr.shape[0] - 1
-    for c in range(n_cols):
+    _gradient_of_columns(indptr, indices, gram_data, col_block_start, col_pos, col_block_size,
+                         col_t_offset, t_flat, weights, grad_out, 0, indptr.shape[0] - 1)
+
+
+@njit(parallel=True, **NJIT_OPTIONS)
+def scale_sparse_gram_gradient_parallel(indptr, indices, gram_data, col_block_start, col_pos,
+                                        col_block_size, col_t_offset, t_flat, weights, grad_out,
+                                        col_bounds):
+    """scale_sparse_gram_gradient over the column bands ``[col_bounds[b],
+    col_bounds[b+1])`` in parallel, each into its own copy of grad_out, summed after."""
+    n_bands = col_bounds.shape[0] - 1
+    parts = np.zeros((n_bands, grad_out.shape[0]))
+    for band in prange(n_bands):
+        _gradient_of_columns(indptr, indices, gram_data, col_block_start, col_pos,
+                             col_block_size, col_t_offset, t_flat, weights, parts[band],
+                             col_bounds[band], col_bounds[band + 1])
+    for e in range(grad_out.shape[0]):
+        total = 0.0
+        for band in range(n_bands):
+            total += parts[band, e]
+        grad_out[e] = total
+
+
+@kernel
+def _gradient_of_columns(indptr, indices, gram_data, col_block_start, col_pos, col_block_size,
+                         col_t_offset, t_flat, weights, grad_out, col_from, col_to):
+    """Add scale_sparse_gram_gradient's terms of the columns col_from <= c < col_to."""
+    for c in range(col_from, col_to):
         start = indptr[c]
         pc = col_pos[c]
         sc = col_block_size[c]

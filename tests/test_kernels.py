@@ -431,6 +431,16 @@ def test_lambda_kernels_random(seed: int, sizes: list[int], n_levels: list[int])
         lambda_ops.scale_sparse_gram_parallel(indptr, indices, a.data, *metadata(lay), t_flat,
                                               by_bands, first_end, np.array(bands))
         np.testing.assert_array_equal(by_bands, partial)
+    weights = rng.normal(size=a.nnz)
+    serial = np.full(len(t_flat), np.nan)
+    lambda_ops.scale_sparse_gram_gradient(indptr, indices, a.data, *metadata(lay), t_flat,
+                                          weights, serial)
+    for bands in ([0, lay.q], [0, 1, lay.q // 2, lay.q]):  # per-band sums, added after
+        by_bands = np.full(len(t_flat), np.nan)
+        lambda_ops.scale_sparse_gram_gradient_parallel(
+            indptr, indices, a.data, *metadata(lay), t_flat, weights, by_bands,
+            np.array(bands))
+        assert_allclose(by_bands, serial, rtol=1e-12, atol=1e-12 * np.abs(serial).max())
     lambda_ops.scale_sparse_gram(indptr, indices, a.data, *metadata(lay), t_flat, out_data,
                                  lay.q)
     want = naive.scale_sparse_gram(indptr, indices, a.data, *metadata(lay), t_flat)
