@@ -325,7 +325,9 @@ def test_ai_newton_finds_the_minimum_with_the_check_at_it() -> None:
     assert result.hess is not None and not convergence_messages(
         result.grad, result.hess, np.ones(2, dtype=bool))
     plain = minimize_lbfgsb(rotated_bowl_and_gradient, np.array([1.0, 0.9]), np.zeros(2))
-    assert result.fun <= plain.fun + 1e-12
+    # the last step is Newton's on a forward-difference Hessian (error of order 1e-4
+    # relative): it leaves about 1e-12 of a minimum of 1
+    assert result.fun <= plain.fun + 1e-11
     assert result.n_evals < plain.n_evals
 
 
