@@ -43,6 +43,10 @@ AI_NEWTON_MAX_STEPS = 30
 #: the value could not show it (B3: 4.7e-10 on 2.7e6, and the step's value was higher).
 ROUNDOFF_DECREASE = 1e-14
 AI_NEWTON_MAX_HALVINGS = 10
+#: minimize_ai_newton_values takes its last step with central differences once a
+#: step promises a decrease below this (forward differences are off by about
+#: delta H / 2, too much to go on with).
+AI_VALUES_TOL = 10.0
 #: An average-information step goes at most this fraction of the way to a bound.
 TO_BOUND_FRACTION = 0.5
 
@@ -133,25 +137,35 @@ def minimize_bobyqa_newton(
         trial = recorded(x + step)
         if trial < value:
             x, value = x + step, trial
+    x, value, grad, hess = _polish_with_check_stencil(recorded, x, value, lower, delta)
+    return OptimResult(x, value, len(history), loose.status, loose.messages, grad=grad,
+                       hess=hess)
+
+
+def _polish_with_check_stencil(
+    fun: Callable[[np.ndarray], float], x: np.ndarray, value: float, lower: np.ndarray,
+    delta: float,
+) -> tuple[np.ndarray, float, np.ndarray | None, np.ndarray | None]:
+    """Newton steps on the check's difference gradient and Hessian (step 2 of
+    minimize_bobyqa_newton): (x, value, and the last check's g and H, or None when a
+    stencil would cross a bound or the check has to be done again at x)."""
     grad = hess = None
     for _ in range(POLISH_MAX_ROUNDS):
         if np.any(x - delta < lower):
-            grad = hess = None
-            break
-        grad, hess = finite_difference_derivatives(recorded, x, lower, delta, f0=value,
+            return x, value, None, None
+        grad, hess = finite_difference_derivatives(fun, x, lower, delta, f0=value,
                                                    forward_cross=True)
         step = _newton_step(grad, hess)
         if step is None or -(grad @ step) / 2.0 <= FTOL_ABS:
             break
-        trial = recorded(np.maximum(x + step, lower))
+        trial = fun(np.maximum(x + step, lower))
         if not trial < value:
             break
         x, value = np.maximum(x + step, lower), trial
         if not convergence_messages(grad, hess, np.ones(len(x), dtype=bool)):
             break
         grad = hess = None
-    return OptimResult(x, value, len(history), loose.status, loose.messages, grad=grad,
-                       hess=hess)
+    return x, value, grad, hess
 
 
 def _newton_step(grad: np.ndarray, hess: np.ndarray) -> np.ndarray | None:
@@ -350,6 +364,102 @@ def minimize_ai_newton(
     resumed.n_evals += calls
     resumed.n_gradients += calls
     return resumed
+
+
+def minimize_ai_newton_values(
+    fun_info: Callable[[np.ndarray], tuple[float, np.ndarray]],
+    fun: Callable[[np.ndarray], float],
+    x0: np.ndarray,
+    lower: np.ndarray,
+    *,
+    delta: float = CHECK_DELTA,
+) -> OptimResult:
+    """minimize_ai_newton where a gradient costs many values: the same Newton steps on
+    the average information, with gradients from differences of values.
+
+    ``fun_info`` gives the value and the average information, ``fun`` the value
+    alone. Forward differences (n values) until a step promises less than
+    AI_VALUES_TOL, then one step with central differences (2n), then the check
+    stencil's Newton steps as minimize_bobyqa_newton ends. BOBYQA takes over from
+    the best point, as there, when a theta comes within the stencil's step of its
+    bound, when the information is singular or when halving fails.
+    """
+    history: list[tuple[np.ndarray, float]] = []
+
+    def recorded(x: np.ndarray) -> float:
+        value = fun(x)
+        history.append((np.array(x, dtype=float), value))
+        return value
+
+    def recorded_info(x: np.ndarray) -> tuple[float, np.ndarray]:
+        value, info = fun_info(x)
+        history.append((np.array(x, dtype=float), value))
+        return value, info
+
+    x = np.array(x0, dtype=float)
+    polish = False
+    if np.all(x - delta >= lower):
+        value, info = recorded_info(x)
+        central = False
+        for _ in range(AI_NEWTON_MAX_STEPS):
+            if not np.isfinite(value) or np.any(x - delta < lower):
+                break
+            grad = _difference_gradient(recorded, x, value, delta, central)
+            step = _newton_step(grad, info)
+            if step is None:
+                break
+            promised = -0.5 * float(grad @ step)
+            length = _length_within_bounds(x, step, lower)
+            accepted = False
+            for _ in range(AI_NEWTON_MAX_HALVINGS):
+                trial_x = x + length * step
+                trial, trial_info = recorded_info(trial_x)
+                if trial < value:
+                    x, value, info = trial_x, trial, trial_info
+                    accepted = True
+                    break
+                length /= 2.0
+            if not accepted:
+                break
+            if central:
+                polish = True
+                break
+            central = promised < AI_VALUES_TOL
+    if polish and np.all(x - delta >= lower):
+        x, value, grad, hess = _polish_with_check_stencil(recorded, x, value, lower, delta)
+        return OptimResult(x, value, len(history), "success", grad=grad, hess=hess)
+    best_x, _ = min(history, key=lambda pair: pair[1]) if history else (x, None)
+    resumed = minimize_bobyqa(recorded, best_x, lower,
+                              initial_step=POLISH_XTOL_REL * np.maximum(np.abs(best_x), delta))
+    resumed.n_evals = len(history)
+    return resumed
+
+
+def _difference_gradient(
+    fun: Callable[[np.ndarray], float], x: np.ndarray, value: float, delta: float,
+    central: bool,
+) -> np.ndarray:
+    """The gradient by forward (n values) or central (2n) differences with step delta."""
+    grad = np.empty(len(x))
+    for i in range(len(x)):
+        up = x.copy()
+        up[i] += delta
+        if central:
+            down = x.copy()
+            down[i] -= delta
+            grad[i] = (fun(up) - fun(down)) / (2.0 * delta)
+        else:
+            grad[i] = (fun(up) - value) / delta
+    return grad
+
+
+def _length_within_bounds(x: np.ndarray, step: np.ndarray, lower: np.ndarray) -> float:
+    """The step's length factor: 1, or TO_BOUND_FRACTION of the way to the nearest bound."""
+    heading = step < 0
+    if not heading.any():
+        return 1.0
+    to_bound = float(((x[heading] - lower[heading]) / -step[heading]).min())
+    return min(1.0, TO_BOUND_FRACTION * to_bound)
 
 
 def _finish_with_checked_newton(

@@ -21,6 +21,7 @@ from ..fitting.optimize import (
     finite_difference_derivatives,
     gradient_difference_derivatives,
     minimize_ai_newton,
+    minimize_ai_newton_values,
     minimize_bobyqa,
     minimize_bobyqa_newton,
     minimize_lbfgsb,
@@ -156,6 +157,11 @@ class LinearMixedModel(MixedModelBase):
         return (solution.objective, gradient_at(self.predictor, solution, self.reml),
                 average_information(self.predictor, solution, self.reml))
 
+    def objective_and_information(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        """The criterion at ``theta`` and the average information, without the gradient."""
+        solution = self._solve(theta)
+        return solution.objective, average_information(self.predictor, solution, self.reml)
+
     def _solve(self, theta: np.ndarray) -> LmmSolution:
         """solve_at, keeping the lowest criterion's solution (fit() then needs no
         factorisation more at the optimum)."""
@@ -177,15 +183,17 @@ class LinearMixedModel(MixedModelBase):
         """Minimise the profiled criterion over theta; returns self.
 
         ``optimizer`` is "ai_newton" (Newton steps on the average information with
-        the exact gradient, then one on the convergence check's Hessian),
+        the exact gradient, then one on the convergence check's Hessian; where a
+        gradient is expensive, with differences of values and the check's
+        stencil),
         "lbfgsb" (L-BFGS-B with the exact gradient), "bobyqa" (lme4's
         derivative-free default, with its stopping rule), "bobyqa_newton" (BOBYQA
         to a loose tolerance, then Newton steps on the convergence check's
-        derivatives) or "auto": "ai_newton" with the blocked factorisation; a
-        derivative-free one with CHOLMOD (whose selected inversion makes a gradient
-        cost about 13 evaluations) or with a dense block wider than
-        GRADIENT_MAX_DENSE: "bobyqa_newton" with at most POLISH_MAX_THETAS thetas,
-        "bobyqa" with more.
+        derivatives) or "auto": "ai_newton" with the blocked factorisation, with a
+        dense block wider than GRADIENT_MAX_DENSE only for at most POLISH_MAX_THETAS
+        thetas; otherwise, and with CHOLMOD (whose selected inversion makes a
+        gradient cost about 13 evaluations), "bobyqa_newton" with at most
+        POLISH_MAX_THETAS thetas, "bobyqa" with more.
         Doubtful convergence (lme4's gradient and Hessian checks) raises a
         ConvergenceWarning, a boundary fit a SingularFitWarning.
         """
@@ -253,7 +261,8 @@ class LinearMixedModel(MixedModelBase):
             return result.grad, result.hess
         n = len(theta)
         value_cost = 2 * n + n * (n - 1) / 2
-        if optimizer in GRADIENT_OPTIMIZERS and n * GRADIENT_COST < value_cost:
+        cheap = optimizer in GRADIENT_OPTIMIZERS and self._gradient_is_cheap()
+        if cheap and n * GRADIENT_COST < value_cost:
             at_optimum = result.grad if np.array_equal(theta, result.x) else None
             return gradient_difference_derivatives(
                 self.objective_and_gradient, theta, self.theta_lower,
@@ -265,12 +274,19 @@ class LinearMixedModel(MixedModelBase):
         )
 
     def _default_optimizer(self, theta0: np.ndarray) -> str:
-        """Average-information Newton with the blocked factorisation while its dense
-        block is at most GRADIENT_MAX_DENSE wide; BOBYQA otherwise (see the constants)."""
-        pred = self.predictor
-        if pred.factorization == "blocked" and pred.dense_size <= GRADIENT_MAX_DENSE:
+        """Average-information Newton with the blocked factorisation, if the gradient is
+        cheap (dense block at most GRADIENT_MAX_DENSE wide) or there are at most
+        POLISH_MAX_THETAS thetas; BOBYQA otherwise (see the constants)."""
+        few_thetas = len(theta0) <= POLISH_MAX_THETAS
+        if self.predictor.factorization == "blocked" and (self._gradient_is_cheap() or few_thetas):
             return "ai_newton"
-        return "bobyqa_newton" if len(theta0) <= POLISH_MAX_THETAS else "bobyqa"
+        return "bobyqa_newton" if few_thetas else "bobyqa"
+
+    def _gradient_is_cheap(self) -> bool:
+        """Whether a gradient costs a few values (GRADIENT_COST), not many: the blocked
+        factorisation with a dense block at most GRADIENT_MAX_DENSE wide."""
+        pred = self.predictor
+        return pred.factorization == "blocked" and pred.dense_size <= GRADIENT_MAX_DENSE
 
     def _minimize(self, theta0: np.ndarray, optimizer: str) -> OptimResult:
         if optimizer == "bobyqa":
@@ -279,9 +295,12 @@ class LinearMixedModel(MixedModelBase):
         if optimizer == "bobyqa_newton":
             return minimize_bobyqa_newton(self.objective, theta0, self.theta_lower,
                                           initial_step=self._first_trust_region(theta0))
-        if optimizer == "ai_newton":
+        if optimizer == "ai_newton" and self._gradient_is_cheap():
             return minimize_ai_newton(self.objective_gradient_information,
                                       self.objective_and_gradient, theta0, self.theta_lower)
+        if optimizer == "ai_newton":
+            return minimize_ai_newton_values(self.objective_and_information, self.objective,
+                                             theta0, self.theta_lower)
         return minimize_lbfgsb(self.objective_and_gradient, theta0, self.theta_lower)
 
     def _first_trust_region(self, theta0: np.ndarray) -> np.ndarray | None:
