@@ -44,7 +44,8 @@ def lmm(
     ``optimizer`` is "ai_newton" (Newton steps on the average-information
     matrix with the exact gradient of the criterion, then one on the
     convergence check's Hessian: about a fifth of lme4's evaluations, the
-    check's included), "lbfgsb" (L-BFGS-B with the exact gradient),
+    check's included; where a gradient is expensive, with differences of
+    values instead), "lbfgsb" (L-BFGS-B with the exact gradient),
     "bobyqa" (lme4's optimiser and stopping rule: lme4's evaluations),
     "bobyqa_newton" (BOBYQA loosely, then Newton steps) or "auto" (the
     default; LinearMixedModel.fit says which it takes when).

@@ -487,25 +487,19 @@ class Predictor:
         return out
 
     def lambda_times(self, u: np.ndarray) -> np.ndarray:
-        """b = Lambda u for the current theta."""
-        lay = self.layout
-        u2 = np.ascontiguousarray(u.reshape(lay.q, -1), dtype=float)
-        out = np.empty_like(u2)
-        lambda_ops.lambda_times(
-            u2, lay.col_block_start, lay.col_pos, lay.col_block_size, lay.col_t_offset,
-            self.t_flat, out,
-        )
-        return out.reshape(u.shape)
+        """b = Lambda u for the current theta (q rows, any columns)."""
+        return self._apply_lambda(lambda_ops.lambda_times, u)
 
     def lambda_t_times(self, values: np.ndarray) -> np.ndarray:
         """Lambda' values for the current theta (q rows, any columns)."""
+        return self._apply_lambda(lambda_ops.lambda_t_times, values)
+
+    def _apply_lambda(self, kernel, values: np.ndarray) -> np.ndarray:
         lay = self.layout
         dense = np.ascontiguousarray(values.reshape(lay.q, -1), dtype=float)
         out = np.empty_like(dense)
-        lambda_ops.lambda_t_times(
-            dense, lay.col_block_start, lay.col_pos, lay.col_block_size, lay.col_t_offset,
-            self.t_flat, out,
-        )
+        kernel(dense, lay.col_block_start, lay.col_pos, lay.col_block_size, lay.col_t_offset,
+               self.t_flat, out)
         return out.reshape(values.shape)
 
     def relative_covariances(self) -> list[np.ndarray]:

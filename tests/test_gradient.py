@@ -10,6 +10,7 @@ from conftest import load_dataset, load_reference_cases
 from interlace_nb.kernels import lambda_ops
 from numpy.testing import assert_allclose
 from test_blocked_kernels import FORMULAS, crossed_frame, random_theta
+from test_lme4_reference import CASES, unfitted_model
 
 import interlace_nb as ib
 import interlace_nb.models.lmm as lmm_module
@@ -100,12 +101,7 @@ def test_tiled_kernels_in_a_model(formula: str, monkeypatch: pytest.MonkeyPatch)
 def test_gradient_on_reference_models(name: str) -> None:
     """Prior weights, an offset, ML, three crossed factors; near 0 at lme4's optimum."""
     case = load_reference_cases()[name]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = ib.LinearMixedModel(
-            case["formula"], load_dataset(case["data"]), reml=case["reml"],
-            weights=case["weights"], offset=case["offset"],
-        )
+    model = unfitted_model(case)
     theta = np.array(case["theta"]) * 1.2 + 0.05
     _, grad = model.objective_and_gradient(theta)
     fd = central_differences(model, theta)
@@ -296,12 +292,7 @@ def test_average_information_is_the_hessian_near_the_optimum(name: str) -> None:
     Hessian (forward differences of the exact gradient); away from it it stays
     symmetric and positive definite."""
     case = load_reference_cases()[name]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = ib.LinearMixedModel(
-            case["formula"], load_dataset(case["data"]), reml=case["reml"],
-            weights=case["weights"], offset=case["offset"],
-        )
+    model = unfitted_model(case)
     optimum = np.array(case["theta"])
     _, hess = gradient_difference_derivatives(model.objective_and_gradient, optimum,
                                               model.theta_lower, central=True)
@@ -393,8 +384,6 @@ def test_ai_newton_with_differences_of_values_on_the_reference_cases(monkeypatch
     differences of values and ends with the check's stencil: lme4's criterion to 1e-11
     relative or lower, fewer values than BOBYQA with the check (466 against 737 when
     written; lme4 796 without its check)."""
-    from test_lme4_reference import CASES, unfitted_model
-
     monkeypatch.setattr(lmm_module, "GRADIENT_MAX_DENSE", -1)
     ours, bobyqa = 0, 0
     for name, case in sorted(CASES.items()):

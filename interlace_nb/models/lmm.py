@@ -252,10 +252,10 @@ class LinearMixedModel(MixedModelBase):
 
         Second differences of values, with lme4's central stencil on the diagonal
         and a forward one off it (2n + n(n - 1)/2 values against lme4's 2n^2; 5
-        against 8 for two thetas, each 40-50 s on B5). After L-BFGS-B, when it is
-        cheaper (four thetas or more), its exact gradient at the optimum and
-        forward differences of the gradient: n more gradients, each about
-        GRADIENT_COST values.
+        against 8 for two thetas, each 40-50 s on B5). After a gradient optimiser,
+        where gradients are cheap and that is cheaper (four thetas or more), the
+        exact gradient at the optimum and forward differences of the gradient: n more
+        gradients, each about GRADIENT_COST values. ai_newton brings its own check.
         """
         if result.hess is not None and np.array_equal(theta, result.x):
             return result.grad, result.hess
