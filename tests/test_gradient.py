@@ -360,6 +360,19 @@ def test_ai_newton_starting_on_a_bound_is_lbfgsb() -> None:
     assert model.reml_criterion <= case["reml_criterion"] + 1e-9
 
 
+def test_ai_newton_with_values_starting_on_a_bound_is_bobyqa(monkeypatch) -> None:
+    """Differences of values cannot straddle a theta at its bound: BOBYQA from the
+    start instead, to lme4's criterion."""
+    monkeypatch.setattr(lmm_module, "GRADIENT_MAX_DENSE", -1)
+    case = CASES["penicillin_reml"]
+    model = unfitted_model(case)
+    start = model.default_start()
+    start[1] = 0.0
+    model.fit(start=start, optimizer="ai_newton")
+    assert model.theta[1] > 0.5
+    assert model.reml_criterion <= case["reml_criterion"] + 1e-9
+
+
 def _values_in_fit(model: ib.LinearMixedModel, optimizer: str) -> int:
     """Fit and count the criterion's values, the convergence check's included."""
     calls = [0]

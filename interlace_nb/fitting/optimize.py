@@ -297,7 +297,7 @@ def minimize_lbfgsb_newton(
 
     L-BFGS-B's last calls creep along a badly scaled valley (on InstEval the
     criterion was 3e-4 above its final value with 4 of 17 calls to go). From its
-    point at LBFGSB_POLISH_FTOL, _checked_newton_step finishes; if that fails,
+    point at LBFGSB_POLISH_FTOL, _finish_with_checked_newton finishes; if that fails,
     L-BFGS-B goes on from the best point to its usual tolerance, and the caller
     does the check.
     """
@@ -320,7 +320,7 @@ def minimize_ai_newton(
     semi-definite approximation of the Hessian. Each step solves with it on all
     thetas, goes at most TO_BOUND_FRACTION of the way to a bound, and is halved
     until the value drops. Once a step promises less than AI_NEWTON_TOL,
-    _checked_newton_step finishes. L-BFGS-B (minimize_lbfgsb_newton) takes over from
+    _finish_with_checked_newton finishes. L-BFGS-B (minimize_lbfgsb_newton) takes over from
     the best point when a theta starts at its bound, one is held back by its bound
     twice running (the optimum is likely on it), the approximation is singular, or
     halving fails.
@@ -340,14 +340,10 @@ def minimize_ai_newton(
             if -0.5 * float(grad @ step) < AI_NEWTON_TOL:
                 start = OptimResult(x, value, calls, "success", n_gradients=calls, grad=grad)
                 return _finish_with_checked_newton(fun_and_grad, start, lower, delta)
-            to_bound = np.full(len(x), np.inf)
-            heading = step < 0
-            to_bound[heading] = (x[heading] - lower[heading]) / -step[heading]
-            limited = to_bound < 1.0
+            length, limited = _length_within_bounds(x, step, lower)
             if (limited & held_back).any():
                 break
             held_back = limited
-            length = min(1.0, TO_BOUND_FRACTION * float(to_bound.min()))
             accepted = False
             for _ in range(AI_NEWTON_MAX_HALVINGS):
                 trial_x = x + length * step
@@ -409,7 +405,7 @@ def minimize_ai_newton_values(
             if step is None:
                 break
             promised = -0.5 * float(grad @ step)
-            length = _length_within_bounds(x, step, lower)
+            length, _ = _length_within_bounds(x, step, lower)
             accepted = False
             for _ in range(AI_NEWTON_MAX_HALVINGS):
                 trial_x = x + length * step
@@ -428,9 +424,13 @@ def minimize_ai_newton_values(
     if polish and np.all(x - delta >= lower):
         x, value, grad, hess = _polish_with_check_stencil(recorded, x, value, lower, delta)
         return OptimResult(x, value, len(history), "success", grad=grad, hess=hess)
-    best_x, _ = min(history, key=lambda pair: pair[1]) if history else (x, None)
-    resumed = minimize_bobyqa(recorded, best_x, lower,
-                              initial_step=POLISH_XTOL_REL * np.maximum(np.abs(best_x), delta))
+    if not history:  # a theta started at its bound: BOBYQA from the start
+        resumed = minimize_bobyqa(recorded, x, lower)
+    else:  # near the optimum, or near a bound: a small first trust region
+        best_x = min(history, key=lambda pair: pair[1])[0]
+        resumed = minimize_bobyqa(
+            recorded, best_x, lower,
+            initial_step=POLISH_XTOL_REL * np.maximum(np.abs(best_x), delta))
     resumed.n_evals = len(history)
     return resumed
 
@@ -453,13 +453,15 @@ def _difference_gradient(
     return grad
 
 
-def _length_within_bounds(x: np.ndarray, step: np.ndarray, lower: np.ndarray) -> float:
-    """The step's length factor: 1, or TO_BOUND_FRACTION of the way to the nearest bound."""
+def _length_within_bounds(
+    x: np.ndarray, step: np.ndarray, lower: np.ndarray
+) -> tuple[float, np.ndarray]:
+    """The step's length factor (1, or TO_BOUND_FRACTION of the way to the nearest
+    bound) and which thetas the full step would have taken past their bound."""
+    to_bound = np.full(len(x), np.inf)
     heading = step < 0
-    if not heading.any():
-        return 1.0
-    to_bound = float(((x[heading] - lower[heading]) / -step[heading]).min())
-    return min(1.0, TO_BOUND_FRACTION * to_bound)
+    to_bound[heading] = (x[heading] - lower[heading]) / -step[heading]
+    return min(1.0, TO_BOUND_FRACTION * float(to_bound.min())), to_bound < 1.0
 
 
 def _finish_with_checked_newton(
@@ -472,11 +474,10 @@ def _finish_with_checked_newton(
     Hessian (forward differences of n exact gradients, which the check computes
     anyway with four thetas or more) gives a Newton step; the exact gradient at the
     point beyond (one call) and that Hessian are the check there. When the step
-    promises only round-off (ROUNDOFF_DECREASE), or does not lower the criterion, and
-    lme4's check
-    passes at ``loose`` itself, that point is returned with its own check. Otherwise
-    L-BFGS-B goes on from the best point to its usual tolerance, and the caller
-    does the check.
+    promises only round-off (ROUNDOFF_DECREASE), or does not lower the criterion,
+    and lme4's check passes at ``loose`` itself, that point is returned with its own
+    check. Otherwise L-BFGS-B goes on from the best point to its usual tolerance,
+    and the caller does the check.
     """
     calls = loose.n_evals
     x, value, grad = loose.x, loose.fun, loose.grad

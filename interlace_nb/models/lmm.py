@@ -44,8 +44,8 @@ GRADIENT_COST = 3.0
 #: Widest dense block for which "auto" takes a gradient optimiser. The gradient needs
 #: S^-1, 8 m^2 bytes more, and its selected inverse reads every first-term level's
 #: pairs of rows in it: on B5 (16,000 wide) a value took about 45 s and a value with
-#: gradient about 150 s, 2 GB more (11.4 against 6.0 GB peak), so BOBYQA's values
-#: cost less.
+#: gradient about 150 s, 2 GB more (11.4 against 6.0 GB peak), so differences of
+#: values cost less.
 GRADIENT_MAX_DENSE = 8000
 
 
@@ -59,7 +59,8 @@ MOMENT_START_FLOOR = 0.1
 #: on the convergence check's derivatives (fitting/optimize.py, minimize_bobyqa_newton).
 POLISH_MAX_THETAS = 2
 
-#: Optimisers that use the exact gradient (and start from the variance-ratio start).
+#: Optimisers that start from the variance-ratio start, and whose convergence check may
+#: difference the exact gradient.
 GRADIENT_OPTIMIZERS = ("ai_newton", "lbfgsb")
 #: What fit(optimizer=...) accepts.
 OPTIMIZERS = ("auto", "ai_newton", "lbfgsb", "bobyqa", "bobyqa_newton")
@@ -185,8 +186,7 @@ class LinearMixedModel(MixedModelBase):
         ``optimizer`` is "ai_newton" (Newton steps on the average information with
         the exact gradient, then one on the convergence check's Hessian; where a
         gradient is expensive, with differences of values and the check's
-        stencil),
-        "lbfgsb" (L-BFGS-B with the exact gradient), "bobyqa" (lme4's
+        stencil), "lbfgsb" (L-BFGS-B with the exact gradient), "bobyqa" (lme4's
         derivative-free default, with its stopping rule), "bobyqa_newton" (BOBYQA
         to a loose tolerance, then Newton steps on the convergence check's
         derivatives) or "auto": "ai_newton" with the blocked factorisation, with a
