@@ -14,7 +14,11 @@ from test_lme4_reference import CASES, unfitted_model
 
 import interlace_nb as ib
 import interlace_nb.models.lmm as lmm_module
-from interlace_nb.fitting.gradient import average_information
+from interlace_nb.fitting.gradient import (
+    average_information,
+    gradient_and_information,
+    gradient_at,
+)
 from interlace_nb.fitting.lmm import solve_at
 from interlace_nb.fitting.optimize import (
     convergence_messages,
@@ -303,6 +307,17 @@ def test_average_information_is_the_hessian_near_the_optimum(name: str) -> None:
     far_info = model.objective_gradient_information(away)[2]
     assert_allclose(far_info, far_info.T)
     assert np.linalg.eigvalsh(far_info).min() > 0
+
+
+def test_gradient_and_information_share_one_residual() -> None:
+    """The pair the optimiser asks for is the two functions' results, bit for bit."""
+    case = CASES["sleepstudy_corr_reml"]
+    model = unfitted_model(case)
+    solution = solve_at(model.predictor, np.array(case["theta"]) * 1.3, model.reml)
+    grad, info = gradient_and_information(model.predictor, solution, model.reml)
+    np.testing.assert_array_equal(grad, gradient_at(model.predictor, solution, model.reml))
+    np.testing.assert_array_equal(
+        info, average_information(model.predictor, solution, model.reml))
 
 
 def rotated_bowl_information(x: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:

@@ -81,21 +81,38 @@ def criterion_and_gradient(
 def gradient_at(predictor: Predictor, solution: LmmSolution, reml: bool) -> np.ndarray:
     """The criterion's exact gradient at the predictor's theta, where ``solution`` was
     solved (nan if the criterion is not finite there)."""
-    theta = predictor.theta
     if not np.isfinite(solution.objective):
-        return np.full(len(theta), np.nan)
+        return np.full(len(predictor.theta), np.nan)
+    return _gradient(predictor, solution, reml, _z_residual(predictor, solution))
+
+
+def gradient_and_information(
+    predictor: Predictor, solution: LmmSolution, reml: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """gradient_at and average_information at one solution, Z'W e computed once."""
+    if not np.isfinite(solution.objective):
+        n_theta = len(predictor.theta)
+        return np.full(n_theta, np.nan), np.full((n_theta, n_theta), np.nan)
+    z_resid = _z_residual(predictor, solution)
+    return (_gradient(predictor, solution, reml, z_resid),
+            _information(predictor, solution, reml, z_resid))
+
+
+def _gradient(
+    predictor: Predictor, solution: LmmSolution, reml: bool, z_resid: np.ndarray
+) -> np.ndarray:
+    """gradient_at, given Z'W e at a solution with a finite criterion."""
     gram, lay = predictor.gram, predictor.layout
     n, p = gram.n, gram.xtx.shape[0]
     dof = n - p if reml else n
     u = solution.u
-    z_resid = _z_residual(predictor, solution)
     if reml and p:
         v = predictor.system.backward(np.ascontiguousarray(solution.half[:, :p]))
         rx_inv = np.linalg.inv(solution.rx)
         k_mat = v @ (rx_inv @ rx_inv.T)
         g_lambda_k = gram.ztz @ predictor.lambda_times(k_mat)
     d_t_flat = predictor.scaled_gram_gradient(predictor.system.inverse_on_pattern())
-    grad = np.zeros(len(theta))
+    grad = np.zeros(len(predictor.theta))
     for idx, ((k, row, col), (rows_i, rows_j)) in enumerate(
         zip(theta_positions(predictor), _theta_rows(predictor), strict=True)
     ):
@@ -113,14 +130,21 @@ def gradient_at(predictor: Predictor, solution: LmmSolution, reml: bool) -> np.n
 def average_information(predictor: Predictor, solution: LmmSolution, reml: bool) -> np.ndarray:
     """The average-information approximation of the criterion's Hessian in theta
     (formula above; nan when the criterion is not finite)."""
-    n_theta = len(predictor.theta)
     if not np.isfinite(solution.objective):
+        n_theta = len(predictor.theta)
         return np.full((n_theta, n_theta), np.nan)
+    return _information(predictor, solution, reml, _z_residual(predictor, solution))
+
+
+def _information(
+    predictor: Predictor, solution: LmmSolution, reml: bool, z_resid: np.ndarray
+) -> np.ndarray:
+    """average_information, given Z'W e at a solution with a finite criterion."""
+    n_theta = len(predictor.theta)
     gram = predictor.gram
     n, p = gram.n, gram.xtx.shape[0]
     dof = n - p if reml else n
     u = solution.u
-    z_resid = _z_residual(predictor, solution)
     q = predictor.layout.q
     d_lambda_u = np.zeros((q, n_theta))
     d_lambda_t_z = np.zeros((q, n_theta))

@@ -13,7 +13,7 @@ import polars as pl
 from .. import results
 from ..accumulate import accumulate_in_memory
 from ..design import Design, build_design
-from ..fitting.gradient import average_information, gradient_at
+from ..fitting.gradient import average_information, gradient_and_information, gradient_at
 from ..fitting.lmm import LmmSolution, profiled_criterion, solve_at
 from ..fitting.optimize import (
     OptimResult,
@@ -155,8 +155,8 @@ class LinearMixedModel(MixedModelBase):
         """The criterion at ``theta``, its exact gradient and the average information
         (a positive semi-definite approximation of its Hessian)."""
         solution = self._solve(theta)
-        return (solution.objective, gradient_at(self.predictor, solution, self.reml),
-                average_information(self.predictor, solution, self.reml))
+        grad, info = gradient_and_information(self.predictor, solution, self.reml)
+        return solution.objective, grad, info
 
     def objective_and_information(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         """The criterion at ``theta`` and the average information, without the gradient."""
