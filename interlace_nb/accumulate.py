@@ -13,6 +13,12 @@ batch in both paths), and then moved exactly to the least-squares residual
 on all rows. Subtracting the fit
 keeps the digits of the penalised residual sum of squares when y has a large
 mean.
+
+A response far from 1 in size (beyond 2^+-RESPONSE_EXPONENT_LIMIT on the
+sampled rows) is scaled first by a power of two, 2^-k, and so is the offset:
+squares and fourth powers of the residuals (pwrss, the average information)
+then stay within the double range. Powers of two scale without rounding; the
+model maps its estimates back (see ``response_exponent``).
 """
 
 from __future__ import annotations
@@ -35,6 +41,12 @@ SHIFT_ROWS = 10_000
 #: Rows per chunk for the row-wise sums (bounds their temporaries; sums are unchanged).
 ROW_CHUNK = 1 << 20
 
+#: The response is scaled (by a power of two) when the largest |y - offset| of the
+#: sampled rows is below 2^-limit or at least 2^limit. Within, nothing changes: the
+#: fourth power of the residual sum of squares, which the average information takes,
+#: stays finite and normal for up to 2^40 rows.
+RESPONSE_EXPONENT_LIMIT = 128
+
 
 @dataclass(frozen=True)
 class Accumulated:
@@ -53,6 +65,22 @@ class Accumulated:
     #: the level orders ``gram`` is numbered by (see predictor.engine_terms), or None
     #: when it is in the terms' own order
     level_orders: list[np.ndarray | None] | None = None
+    #: the Gram blocks are for y 2^-k and offset 2^-k (``response_exponent``); 0 mostly
+    response_exponent: int = 0
+    #: the first row's response, on the caller's scale (names a constant response)
+    first_response: float = float("nan")
+
+
+def response_exponent(target: np.ndarray) -> int:
+    """k such that the response is fitted as y 2^-k: 0 unless the largest |y - offset|
+    of ``target`` (the sampled rows) is outside [2^-limit, 2^limit), RESPONSE_EXPONENT_LIMIT;
+    then the exponent that brings it into [0.5, 1)."""
+    largest = float(np.max(np.abs(target))) if len(target) else 0.0
+    if not (np.isfinite(largest) and largest > 0.0):
+        return 0
+    _, exponent = np.frexp(largest)  # largest = m 2^exponent with 0.5 <= m < 1
+    limit = RESPONSE_EXPONENT_LIMIT
+    return 0 if -limit < exponent <= limit else int(exponent)
 
 
 def sample_step(n: int) -> int:
@@ -89,8 +117,11 @@ class GramAccumulator:
         n_x: int,
         shift0: np.ndarray,
         level_orders: list[np.ndarray | None] | None = None,
+        response_exponent: int = 0,
     ):
         self.terms = terms
+        #: y and the offset are summed as y 2^-k, offset 2^-k (``shift0`` is for those)
+        self.response_exponent = int(response_exponent)
         self.level_orders = level_orders
         self.layout = build_layout(terms)
         self.shift0 = np.asarray(shift0, dtype=float)
@@ -111,6 +142,7 @@ class GramAccumulator:
         self.level_stats = [np.zeros((t.n_levels, 2)) for t in terms]
         self.moments = np.zeros((3, 3))
         self.y_ref: float | None = None
+        self.first_response = float("nan")
         self.n = 0
 
     def add(
@@ -183,6 +215,11 @@ class GramAccumulator:
     ) -> None:
         """Z'W[X y0], [X y0]'W[X y0], the level sums and moments over some rows, in order."""
         n = len(y)
+        if self.y_ref is None:
+            self.first_response = float(y[0])
+        if self.response_exponent:
+            y = np.ldexp(y, -self.response_exponent)
+            offset = np.ldexp(offset, -self.response_exponent)
         y0 = y - offset
         for j in range(self.n_x):  # elementwise, so a row's y0 does not depend on its batch
             y0 = y0 - x[:, j] * self.shift0[j]
@@ -247,6 +284,8 @@ class GramAccumulator:
             response_variance=self._response_variance(),
             level_counts=tuple(stats[:, 1].copy() for stats in self.level_stats),
             level_orders=self.level_orders,
+            response_exponent=self.response_exponent,
+            first_response=self.first_response,
         )
 
     def _response_variance(self) -> float:
@@ -276,10 +315,14 @@ def accumulate_in_memory(design: Design, factorization: str = "auto") -> Accumul
     """
     x = design.x_all
     rows = slice(None, None, sample_step(len(design.y)))
-    shift0 = initial_shift(x[rows], (design.y - design.offset)[rows], design.weights[rows])
+    target = (design.y - design.offset)[rows]
+    exponent = response_exponent(target)
+    if exponent:
+        target = np.ldexp(target, -exponent)
+    shift0 = initial_shift(x[rows], target, design.weights[rows])
     terms = list(design.terms)
     inside, orders = engine_terms(terms, build_layout(terms), factorization)
-    accumulator = GramAccumulator(terms, x.shape[1], shift0, orders)
+    accumulator = GramAccumulator(terms, x.shape[1], shift0, orders, exponent)
     accumulator.add(
         tuple(t.codes for t in inside), tuple(t.z for t in inside), x, design.y,
         design.weights, design.offset,

@@ -34,7 +34,13 @@ from formulaic.errors import FormulaicWarning
 from formulaic.parser.types import Factor
 from formulaic.transforms import TRANSFORMS
 
-from .accumulate import Accumulated, GramAccumulator, initial_shift, sample_step
+from .accumulate import (
+    Accumulated,
+    GramAccumulator,
+    initial_shift,
+    response_exponent,
+    sample_step,
+)
 from .data import (
     ROW_INDEX,
     DataError,
@@ -541,9 +547,14 @@ def _accumulate(
     p = len(x_names)
     first = encode_batch(source, sample.with_columns(pl.lit(0).alias(ROW_INDEX)))
     shift0 = np.zeros(p)
+    exponent = 0  # the response's scale, 2^exponent, as the in-memory path chooses it
     if np.isfinite(first.x).all() and np.isfinite(first.y).all():
-        shift0 = initial_shift(first.x, first.y - first.offset, first.weights)
-    accumulator = GramAccumulator(terms, p, shift0)
+        target = first.y - first.offset
+        exponent = response_exponent(target)
+        if exponent:
+            target = np.ldexp(target, -exponent)
+        shift0 = initial_shift(first.x, target, first.weights)
+    accumulator = GramAccumulator(terms, p, shift0, response_exponent=exponent)
     r_x = np.zeros((p, p))
     nonfinite = [np.zeros(1, dtype=np.int64), np.zeros(p, dtype=np.int64)]
     nonfinite += [np.zeros(t.size, dtype=np.int64) for t in terms]

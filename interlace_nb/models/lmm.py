@@ -6,12 +6,14 @@ import time
 import warnings
 from collections.abc import Iterator
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
 from .. import results
-from ..accumulate import accumulate_in_memory
+from ..accumulate import Accumulated, accumulate_in_memory
+from ..data import DataError
 from ..design import Design, build_design
 from ..fitting.gradient import average_information, gradient_and_information, gradient_at
 from ..fitting.lmm import LmmSolution, profiled_criterion, solve_at
@@ -36,6 +38,9 @@ from .base import (
     MixedModelBase,
     collector_paused,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: What a gradient costs in values with the blocked factorisation (2.5 to 2.9 in the
 #: optimiser study, docs/design.md; about 3 on B2 and B3).
@@ -64,6 +69,12 @@ POLISH_MAX_THETAS = 2
 GRADIENT_OPTIMIZERS = ("ai_newton", "lbfgsb")
 #: What fit(optimizer=...) accepts.
 OPTIMIZERS = ("auto", "ai_newton", "lbfgsb", "bobyqa", "bobyqa_newton")
+
+#: A random-effects column counts as lying in the span of X when the part of its
+#: weighted squared norm that X does not explain is below this fraction.
+SPANNED_TOLERANCE = 1e-7
+
+LOG_2 = float(np.log(2.0))
 
 
 class LinearMixedModel(MixedModelBase):
@@ -109,7 +120,13 @@ class LinearMixedModel(MixedModelBase):
                     formula, data, weights=weights, offset=offset, na_action=na_action
                 )
                 d = self.design
+                check_residual_dof(len(d.y), len(d.x_names), d.dropped_x_names)
                 accumulated = accumulate_in_memory(d, factorization)
+            check_residual_dof(accumulated.gram.n, len(d.x_names), d.dropped_x_names)
+            check_response_varies(accumulated, d.parsed.response, d.has_offset, d.n_dropped)
+            #: the Gram blocks are for y 2^-k (accumulate.response_exponent; k = 0 unless
+            #: y is extreme in size): estimates are mapped back by 2^k, criteria shifted
+            self._response_exponent = accumulated.response_exponent
             self.terms = list(d.terms)
             self.layout = build_layout(self.terms)
             # The Gram blocks are for y minus its weighted least-squares fit: beta shifts by
@@ -142,26 +159,54 @@ class LinearMixedModel(MixedModelBase):
     # ----------------------------------------------------------------- fitting
     def objective(self, theta: np.ndarray) -> float:
         """The profiled REML criterion (or ML deviance) at ``theta``, as lme4's devfun."""
-        return self._solve(theta).objective
+        return self._objective(theta) + self._criterion_shift(self.reml)
 
     def objective_and_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         """The criterion at ``theta`` and its exact gradient in theta."""
-        solution = self._solve(theta)
-        return solution.objective, gradient_at(self.predictor, solution, self.reml)
+        value, grad = self._objective_and_gradient(theta)
+        return value + self._criterion_shift(self.reml), grad
 
     def objective_gradient_information(
         self, theta: np.ndarray
     ) -> tuple[float, np.ndarray, np.ndarray]:
         """The criterion at ``theta``, its exact gradient and the average information
         (a positive semi-definite approximation of its Hessian)."""
+        value, grad, info = self._objective_gradient_information(theta)
+        return value + self._criterion_shift(self.reml), grad, info
+
+    def objective_and_information(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        """The criterion at ``theta`` and the average information, without the gradient."""
+        value, info = self._objective_and_information(theta)
+        return value + self._criterion_shift(self.reml), info
+
+    # The optimiser's versions: the criterion for the response as fitted, y 2^-k. They
+    # differ from the public ones by a constant, 0 unless the response was rescaled;
+    # the optimiser works without it so that no digits are lost to a large shift.
+    def _objective(self, theta: np.ndarray) -> float:
+        return self._solve(theta).objective
+
+    def _objective_and_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        solution = self._solve(theta)
+        return solution.objective, gradient_at(self.predictor, solution, self.reml)
+
+    def _objective_gradient_information(
+        self, theta: np.ndarray
+    ) -> tuple[float, np.ndarray, np.ndarray]:
         solution = self._solve(theta)
         grad, info = gradient_and_information(self.predictor, solution, self.reml)
         return solution.objective, grad, info
 
-    def objective_and_information(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
-        """The criterion at ``theta`` and the average information, without the gradient."""
+    def _objective_and_information(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         solution = self._solve(theta)
         return solution.objective, average_information(self.predictor, solution, self.reml)
+
+    def _criterion_shift(self, reml: bool) -> float:
+        """What -2 log L (REML: the REML criterion) gains from y 2^-k to y: 2 dof k log 2
+        with dof = n (ML) or n - p (REML); 0.0 when the response was not rescaled."""
+        if not self._response_exponent:
+            return 0.0
+        dof = self.nobs - self.n_fixed if reml else self.nobs
+        return 2.0 * dof * self._response_exponent * LOG_2
 
     def _solve(self, theta: np.ndarray) -> LmmSolution:
         """solve_at, keeping the lowest criterion's solution (fit() then needs no
@@ -224,6 +269,7 @@ class LinearMixedModel(MixedModelBase):
                     free = ~((self.theta_lower == 0.0) & (theta < SINGULAR_TOLERANCE))
                     grad, hess = self._derivatives_at(theta, result, optimizer)
                     messages += convergence_messages(grad, hess, free)
+                messages += self._unidentified_messages()
                 best = self._best_solved
                 if best is not None and np.array_equal(best[0], theta):
                     self._solution = best[1]
@@ -245,6 +291,47 @@ class LinearMixedModel(MixedModelBase):
             self.__dict__.pop("_scaled_residual_quantiles", None)
             return self
 
+    def _unidentified_messages(self) -> list[str]:
+        """Variances the data cannot identify, whatever the optimiser reports: with one
+        residual degree of freedom the REML criterion does not depend on theta at all;
+        a term whose columns lie in the span of X (its factor is also a fixed effect)
+        drops out of it (ML: only pulls its variance to zero)."""
+        n, p = self.nobs, self.n_fixed
+        if n - p == 1:
+            return [
+                f"the variances of the random effects are not identified: {n} rows and {p} "
+                "fixed effects leave one residual degree of freedom, which cannot separate "
+                "them from the residual variance (the criterion does not depend on theta); "
+                "use more rows or fewer fixed effects"
+            ]
+        messages = []
+        for k, term in enumerate(self.terms):
+            if self._spanned_by_fixed_effects(k):
+                messages.append(
+                    f"the variance of the random-effects term ({term.lhs} | {term.group}) is not "
+                    "identified: its columns lie in the span of the fixed effects (is "
+                    f"{term.group!r}, or a variable that determines it, also a fixed effect?), "
+                    "so the data say nothing about it; drop the term or that fixed effect"
+                )
+        return messages
+
+    def _spanned_by_fixed_effects(self, k: int) -> bool:
+        """Whether every column of term k's Z lies in the (weighted) span of X, read off
+        the Gram blocks: z'Wz - z'WX (X'WX)^-1 X'Wz is 0 to SPANNED_TOLERANCE."""
+        gram = self.predictor.gram
+        if self.n_fixed == 0:
+            return False
+        start = int(self.layout.term_col_offset[k])
+        stop = start + self.terms[k].size * self.terms[k].n_levels
+        try:
+            lower = np.linalg.cholesky(gram.xtx)
+        except np.linalg.LinAlgError:
+            return False
+        half = np.linalg.solve(lower, np.asarray(gram.ztx[start:stop]).T)
+        total = gram.ztz.diagonal()[start:stop]
+        unexplained = total - (half * half).sum(axis=0)
+        return bool((unexplained <= SPANNED_TOLERANCE * total).all())
+
     def _derivatives_at(
         self, theta: np.ndarray, result: OptimResult, optimizer: str
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -265,12 +352,12 @@ class LinearMixedModel(MixedModelBase):
         if cheap and n * GRADIENT_COST < value_cost:
             at_optimum = result.grad if np.array_equal(theta, result.x) else None
             return gradient_difference_derivatives(
-                self.objective_and_gradient, theta, self.theta_lower,
+                self._objective_and_gradient, theta, self.theta_lower,
                 central=False, grad_at_x=at_optimum,
             )
         at_optimum = result.fun if np.array_equal(theta, result.x) else None
         return finite_difference_derivatives(
-            self.objective, theta, self.theta_lower, f0=at_optimum, forward_cross=True
+            self._objective, theta, self.theta_lower, f0=at_optimum, forward_cross=True
         )
 
     def _default_optimizer(self, theta0: np.ndarray) -> str:
@@ -290,18 +377,18 @@ class LinearMixedModel(MixedModelBase):
 
     def _minimize(self, theta0: np.ndarray, optimizer: str) -> OptimResult:
         if optimizer == "bobyqa":
-            return minimize_bobyqa(self.objective, theta0, self.theta_lower,
+            return minimize_bobyqa(self._objective, theta0, self.theta_lower,
                                    initial_step=self._first_trust_region(theta0))
         if optimizer == "bobyqa_newton":
-            return minimize_bobyqa_newton(self.objective, theta0, self.theta_lower,
+            return minimize_bobyqa_newton(self._objective, theta0, self.theta_lower,
                                           initial_step=self._first_trust_region(theta0))
         if optimizer == "ai_newton" and self._gradient_is_cheap():
-            return minimize_ai_newton(self.objective_gradient_information,
-                                      self.objective_and_gradient, theta0, self.theta_lower)
+            return minimize_ai_newton(self._objective_gradient_information,
+                                      self._objective_and_gradient, theta0, self.theta_lower)
         if optimizer == "ai_newton":
-            return minimize_ai_newton_values(self.objective_and_information, self.objective,
+            return minimize_ai_newton_values(self._objective_and_information, self._objective,
                                              theta0, self.theta_lower)
-        return minimize_lbfgsb(self.objective_and_gradient, theta0, self.theta_lower)
+        return minimize_lbfgsb(self._objective_and_gradient, theta0, self.theta_lower)
 
     def _first_trust_region(self, theta0: np.ndarray) -> np.ndarray | None:
         """BOBYQA's first step: MOMENT_START_STEP of each theta from the variance-ratio
@@ -374,7 +461,7 @@ class LinearMixedModel(MixedModelBase):
 
     @property
     def spherical_modes(self) -> np.ndarray:
-        return self.solution.u
+        return np.ldexp(self.solution.u, self._response_exponent)
 
     @property
     def solution(self) -> LmmSolution:
@@ -392,22 +479,62 @@ class LinearMixedModel(MixedModelBase):
     @property
     def scale(self) -> float:
         """Residual variance sigma^2 (statsmodels' ``scale``)."""
+        with np.errstate(over="ignore"):  # a response beyond about 1e154: inf (sigma is finite)
+            return float(np.ldexp(self._fitted_sigma2, 2 * self._response_exponent))
+
+    @property
+    def _fitted_sigma2(self) -> float:
+        """sigma^2 for the response as fitted, y 2^-k (the variances of a response
+        beyond about 1e154 in size overflow on the caller's scale; their SDs do not)."""
         return self.solution.sigma2(self.nobs, self.n_fixed, self.reml)
 
     @property
     def sigma(self) -> float:
         """Residual standard deviation."""
-        return float(np.sqrt(self.scale))
+        return float(np.ldexp(np.sqrt(self._fitted_sigma2), self._response_exponent))
 
     @property
     def beta(self) -> np.ndarray:
         """Fixed-effects estimates, in the order of ``design.x_names``."""
-        return self.solution.beta + self._beta_shift
+        return np.ldexp(self.solution.beta + self._beta_shift, self._response_exponent)
 
     def vcov(self) -> np.ndarray:
         """Covariance of the fixed effects: sigma^2 (R_X' R_X)^{-1}."""
+        with np.errstate(over="ignore"):  # a response beyond about 1e154: inf (bse is finite)
+            return np.ldexp(self._fitted_vcov(), 2 * self._response_exponent)
+
+    def _fitted_vcov(self) -> np.ndarray:
         rx_inv = np.linalg.inv(self.solution.rx)
-        return self.scale * rx_inv @ rx_inv.T
+        return self._fitted_sigma2 * rx_inv @ rx_inv.T
+
+    @property
+    def bse(self) -> pd.Series:
+        """Standard errors of the fixed effects by term name (statsmodels)."""
+        import pandas as pd
+
+        se = np.ldexp(np.sqrt(np.diag(self._fitted_vcov())), self._response_exponent)
+        return pd.Series(se, index=list(self.design.x_names), name="bse")
+
+    bse_fe = bse
+
+    def varcorr(self) -> pl.DataFrame:
+        """Variance components like lme4's as.data.frame(VarCorr(m))."""
+        sigma2 = self._fitted_sigma2
+        covs = [sigma2 * c for c in self.relative_covariances()]
+        frame = results.varcorr_frame(self.terms, covs, sigma2)
+        k = self._response_exponent
+        if not k:
+            return frame
+        sd_rows = frame.get_column("term2").is_null().to_numpy()
+        sdcor = frame.get_column("sdcor").to_numpy()
+        with np.errstate(over="ignore"):  # variances of a response beyond 1e154: inf
+            vcov = np.ldexp(frame.get_column("vcov").to_numpy(), 2 * k)
+        return frame.with_columns(
+            pl.Series("vcov", vcov),
+            pl.Series("sdcor", np.where(sd_rows, np.ldexp(sdcor, k), sdcor)),
+        )
+
+    VarCorr = varcorr
 
     def linear_predictor(self, include_re: bool = True) -> np.ndarray:
         """X beta + offset (+ Z b) for the rows used in the fit (a pass if streamed)."""
@@ -487,7 +614,7 @@ class LinearMixedModel(MixedModelBase):
     # ------------------------------------------------------------ likelihood
     @property
     def reml_criterion(self) -> float | None:
-        return self.solution.objective if self.reml else None
+        return self.solution.objective + self._criterion_shift(True) if self.reml else None
 
     @property
     def deviance(self) -> float:
@@ -496,11 +623,11 @@ class LinearMixedModel(MixedModelBase):
         return profiled_criterion(
             s.ld_l2, s.ld_rx2, s.pwrss, self.nobs, self.n_fixed,
             self.predictor.gram.sum_log_weights, reml=False,
-        )
+        ) + self._criterion_shift(False)
 
     def loglik(self) -> float:
         """Log-likelihood as lme4's logLik: the REML one for REML fits."""
-        return -0.5 * (self.solution.objective)
+        return -0.5 * (self.solution.objective + self._criterion_shift(self.reml))
 
     logLik = loglik
 
@@ -519,6 +646,36 @@ class LinearMixedModel(MixedModelBase):
         else:
             lines.extend(results.criteria_table(self))
         return lines
+
+
+def check_residual_dof(n: int, p: int, dropped: tuple[str, ...]) -> None:
+    """Refuse a model with no residual degrees of freedom (p >= n): neither ML nor REML
+    can estimate the residual variance, and the criterion is not finite."""
+    if n - p > 0:
+        return
+    columns = f"{p + len(dropped)} fixed-effect columns"
+    if dropped:
+        columns += f" ({p} after dropping the rank-deficient {', '.join(dropped)})"
+    raise DataError(
+        f"the model has no residual degrees of freedom: {n} rows and {columns}, so the "
+        "residual variance cannot be estimated; remove fixed-effect terms or use more rows "
+        "(a mixed model needs fewer fixed effects than rows)"
+    )
+
+
+def check_response_varies(
+    accumulated: Accumulated, response: str, has_offset: bool, n_dropped: int
+) -> None:
+    """Refuse a constant response (without an offset): there is no variation to split
+    into variance components, and the criterion is not finite."""
+    if has_offset or not accumulated.response_variance == 0.0:
+        return
+    after = " after dropping rows with missing values" if n_dropped else ""
+    raise DataError(
+        f"response {response!r} is constant (all {accumulated.gram.n} values are "
+        f"{accumulated.first_response!r}){after}; a mixed model needs variation in the "
+        "response. Check the response column (and the rows kept)"
+    )
 
 
 def _fitted_frame(rows: np.ndarray, fitted: np.ndarray, resid: np.ndarray) -> pl.DataFrame:
